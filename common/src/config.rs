@@ -1,0 +1,105 @@
+//! Flags every binary shares (`--redis-url`, `--log-format`), secret handling and tracing
+//! setup. Every flag also reads an environment variable; secrets come from the environment
+//! only and never print.
+
+use clap::ValueEnum;
+
+/// Flags shared by `conftag`, `conftag-infer` and `conftag-judge`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Redis to use: `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` for TLS,
+    /// `redis+cluster://[:PASSWORD@]HOST:PORT,HOST:PORT` for a Redis Cluster.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true,
+        hide_default_value = false
+    )]
+    pub redis_url: String,
+
+    /// Log format on stderr: `pretty` for people, `json` (one object per line) for log shippers.
+    #[arg(long, env = "CONFTAG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    pub fn redis_url(&self) -> crate::redis_conn::RedisUrl {
+        crate::redis_conn::RedisUrl::new(self.redis_url.clone())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret (API key, token): `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// From an environment variable; empty counts as unset.
+    pub fn from_env(var: &str) -> Option<Self> {
+        std::env::var(var).ok().filter(|s| !s.is_empty()).map(Self)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Install the global tracing subscriber (stderr; `RUST_LOG` filters, default `info`).
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Print an error with its whole source chain, one cause per line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("sk-abc");
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        assert_eq!(s.expose(), "sk-abc");
+    }
+}

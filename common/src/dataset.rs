@@ -1,0 +1,621 @@
+//! Dataset splits: where rows come from (the Hugging Face hub or a local file) and how a raw
+//! row of MATH, MedQA or BoolQ becomes an [`InputRow`] with the seed pipeline's prompt.
+//!
+//! Every check names the file, the row (0-based index in the split, plus the line number for
+//! JSONL) and the column, because a bad row found after submit would cost GPU time.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::prompt;
+
+/// One of the three datasets the seed pipeline knows.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataset {
+    Math,
+    Medqa,
+    Boolq,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 3] = [Dataset::Math, Dataset::Medqa, Dataset::Boolq];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Math => "math",
+            Dataset::Medqa => "medqa",
+            Dataset::Boolq => "boolq",
+        }
+    }
+
+    /// The hub dataset the seed reads.
+    pub fn hub_repo(self) -> &'static str {
+        match self {
+            Dataset::Math => "huyxdang/math-split",
+            Dataset::Medqa => "huyxdang/medqa-split",
+            Dataset::Boolq => "huyxdang/boolq-split",
+        }
+    }
+
+    /// Domain name used in the confidence tokens (`<CN_MATH>`, `<UN_READ>`, …).
+    pub fn domain(self) -> &'static str {
+        match self {
+            Dataset::Math => "MATH",
+            Dataset::Medqa => "MED",
+            Dataset::Boolq => "READ",
+        }
+    }
+
+    /// The seed's `max_tokens` for this dataset.
+    pub fn default_max_tokens(self) -> u32 {
+        match self {
+            Dataset::Math => 512,
+            Dataset::Medqa => 256,
+            Dataset::Boolq => 128,
+        }
+    }
+
+    /// Columns every row must have, with the JSON type expected.
+    fn required_columns(self) -> &'static [(&'static str, ColumnType)] {
+        match self {
+            Dataset::Math => &[
+                ("problem", ColumnType::String),
+                ("solution", ColumnType::String),
+            ],
+            Dataset::Medqa => &[
+                ("question", ColumnType::String),
+                ("answer", ColumnType::String),
+                ("options", ColumnType::Object),
+            ],
+            Dataset::Boolq => &[
+                ("question", ColumnType::String),
+                ("answer", ColumnType::Bool),
+                ("passage", ColumnType::String),
+            ],
+        }
+    }
+}
+
+impl std::fmt::Display for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ColumnType {
+    String,
+    Bool,
+    Object,
+}
+
+impl ColumnType {
+    fn matches(self, v: &Value) -> bool {
+        match self {
+            ColumnType::String => v.is_string(),
+            ColumnType::Bool => v.is_boolean(),
+            ColumnType::Object => v.is_object(),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "a string",
+            ColumnType::Bool => "a boolean",
+            ColumnType::Object => "an object (struct)",
+        }
+    }
+}
+
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One dataset row, ready for inference and judging. Stored in Redis at submit time so that
+/// workers need no access to the dataset files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputRow {
+    /// Position in the split; the row's key in every output file.
+    pub index: u64,
+    /// The question as the seed's prediction files show it (MATH: the problem).
+    pub question: String,
+    /// The full completion prompt (seed format).
+    pub prompt: String,
+    /// The seed's `correct_answer`, with its JSON type (string, or bool for BoolQ).
+    pub correct_answer: Value,
+    /// MedQA options, letter → text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+    /// MedQA `answer_idx` (the correct letter), when the split has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_letter: Option<String>,
+}
+
+/// Where a split's rows come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DatasetSource {
+    /// `data/{split}-00000-of-00001.parquet` of a hub dataset repo.
+    Hub { repo: String, split: String },
+    /// A local JSONL, JSON (array of objects) or parquet file with the hub's columns.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}: not valid JSON ({source})")]
+    JsonLine {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: not a JSON array of row objects ({detail})")]
+    JsonDocument { path: PathBuf, detail: String },
+    #[error("{path}: {row_ref}: missing column `{column}` ({dataset} rows need {expected})")]
+    MissingColumn {
+        path: PathBuf,
+        row_ref: String,
+        column: &'static str,
+        dataset: Dataset,
+        expected: String,
+    },
+    #[error("{path}: {row_ref}: column `{column}` is {found}, expected {expected}")]
+    WrongType {
+        path: PathBuf,
+        row_ref: String,
+        column: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("{path}: not a readable parquet file ({source})")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: the split has no rows")]
+    Empty { path: PathBuf },
+    #[error("{path}: unsupported file type (use .jsonl, .json or .parquet)")]
+    UnsupportedFormat { path: PathBuf },
+    #[error("cannot download split `{split}` of {repo} from {endpoint}: {detail}")]
+    Hub {
+        repo: String,
+        split: String,
+        endpoint: String,
+        detail: String,
+    },
+}
+
+/// A raw row from a file, with what is needed to name it in errors.
+struct RawRow {
+    value: Value,
+    /// "row 3 (line 4)" for JSONL, "row 3" otherwise.
+    row_ref: String,
+}
+
+/// Load and validate every row of a split, building the seed's prompts.
+pub async fn load_split(
+    dataset: Dataset,
+    source: &DatasetSource,
+    limit: Option<usize>,
+) -> Result<Vec<InputRow>, DatasetError> {
+    let path = match source {
+        DatasetSource::File { path } => path.clone(),
+        DatasetSource::Hub { repo, split } => {
+            crate::dataset::hub::download_split(repo, split).await?
+        }
+    };
+    let path_for_task = path.clone();
+    let raw = tokio::task::spawn_blocking(move || read_raw_rows(&path_for_task, limit))
+        .await
+        .expect("dataset reader panicked")?;
+    if raw.is_empty() {
+        return Err(DatasetError::Empty { path });
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, r)| build_row(dataset, &path, i as u64, r))
+        .collect()
+}
+
+fn read_raw_rows(path: &Path, limit: Option<usize>) -> Result<Vec<RawRow>, DatasetError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let limit = limit.unwrap_or(usize::MAX);
+    match ext.as_str() {
+        "jsonl" | "ndjson" => read_jsonl(path, limit),
+        "json" => read_json_array(path, limit),
+        "parquet" => read_parquet(path, limit),
+        _ => Err(DatasetError::UnsupportedFormat {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|source| DatasetError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(bytes)
+}
+
+fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> {
+    let bytes = read_all(path)?;
+    let mut rows = Vec::new();
+    for (line_no, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if rows.len() >= limit {
+            break;
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_slice(line).map_err(|source| DatasetError::JsonLine {
+                path: path.to_owned(),
+                line: line_no + 1,
+                source,
+            })?;
+        rows.push(RawRow {
+            value,
+            row_ref: format!("row {} (line {})", rows.len(), line_no + 1),
+        });
+    }
+    Ok(rows)
+}
+
+fn read_json_array(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> {
+    let bytes = read_all(path)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| DatasetError::JsonDocument {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let Value::Array(items) = value else {
+        return Err(DatasetError::JsonDocument {
+            path: path.to_owned(),
+            detail: format!("the top level is {}", json_type_name(&value)),
+        });
+    };
+    Ok(items
+        .into_iter()
+        .take(limit)
+        .enumerate()
+        .map(|(i, value)| RawRow {
+            value,
+            row_ref: format!("row {i}"),
+        })
+        .collect())
+}
+
+fn read_parquet(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let parquet_err = |source| DatasetError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| DatasetError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let reader = SerializedFileReader::new(file).map_err(parquet_err)?;
+    let mut rows = Vec::new();
+    for (i, row) in reader.get_row_iter(None).map_err(parquet_err)?.enumerate() {
+        if i >= limit {
+            break;
+        }
+        let row = row.map_err(parquet_err)?;
+        rows.push(RawRow {
+            value: row.to_json_value(),
+            row_ref: format!("row {i}"),
+        });
+    }
+    Ok(rows)
+}
+
+fn build_row(
+    dataset: Dataset,
+    path: &Path,
+    index: u64,
+    raw: RawRow,
+) -> Result<InputRow, DatasetError> {
+    let Value::Object(obj) = &raw.value else {
+        return Err(DatasetError::WrongType {
+            path: path.to_owned(),
+            row_ref: raw.row_ref,
+            column: "(row)".into(),
+            found: json_type_name(&raw.value),
+            expected: "an object",
+        });
+    };
+    let expected = dataset
+        .required_columns()
+        .iter()
+        .map(|(c, _)| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (column, ty) in dataset.required_columns() {
+        let Some(v) = obj.get(*column) else {
+            return Err(DatasetError::MissingColumn {
+                path: path.to_owned(),
+                row_ref: raw.row_ref,
+                column,
+                dataset,
+                expected,
+            });
+        };
+        if !ty.matches(v) {
+            return Err(DatasetError::WrongType {
+                path: path.to_owned(),
+                row_ref: raw.row_ref,
+                column: (*column).into(),
+                found: json_type_name(v),
+                expected: ty.name(),
+            });
+        }
+    }
+    let s = |c: &str| obj[c].as_str().unwrap_or_default().to_owned();
+    let row = match dataset {
+        Dataset::Math => {
+            let problem = s("problem");
+            InputRow {
+                index,
+                prompt: prompt::math(&problem),
+                question: problem,
+                correct_answer: Value::String(s("solution")),
+                options: None,
+                answer_letter: None,
+            }
+        }
+        Dataset::Medqa => {
+            let options = medqa_options(path, &raw.row_ref, &obj["options"])?;
+            let question = s("question");
+            InputRow {
+                index,
+                prompt: prompt::medqa(&question, &options),
+                question,
+                correct_answer: Value::String(s("answer")),
+                answer_letter: obj
+                    .get("answer_idx")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                options: Some(options),
+            }
+        }
+        Dataset::Boolq => {
+            let question = s("question");
+            InputRow {
+                index,
+                prompt: prompt::boolq(&s("passage"), &question),
+                question,
+                correct_answer: obj["answer"].clone(),
+                options: None,
+                answer_letter: None,
+            }
+        }
+    };
+    Ok(row)
+}
+
+/// MedQA options: a struct letter → text; letters with a null value (4-option rows stored in
+/// a 5-letter struct) are dropped.
+fn medqa_options(
+    path: &Path,
+    row_ref: &str,
+    value: &Value,
+) -> Result<BTreeMap<String, String>, DatasetError> {
+    let obj: &Map<String, Value> = value.as_object().expect("checked as object");
+    let mut out = BTreeMap::new();
+    for (letter, text) in obj {
+        match text {
+            Value::Null => {}
+            Value::String(t) => {
+                out.insert(letter.clone(), t.clone());
+            }
+            other => {
+                return Err(DatasetError::WrongType {
+                    path: path.to_owned(),
+                    row_ref: row_ref.to_owned(),
+                    column: format!("options.{letter}"),
+                    found: json_type_name(other),
+                    expected: "a string",
+                })
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(DatasetError::WrongType {
+            path: path.to_owned(),
+            row_ref: row_ref.to_owned(),
+            column: "options".into(),
+            found: "an empty object",
+            expected: "at least one option",
+        });
+    }
+    Ok(out)
+}
+
+pub mod hub {
+    //! Downloads a split's parquet file from the Hugging Face hub (or any server that speaks
+    //! its download protocol: `HF_ENDPOINT`), through the `hf-hub` crate and its cache.
+
+    use super::DatasetError;
+    use std::path::PathBuf;
+
+    fn error_chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    /// The hub endpoint in use (`HF_ENDPOINT`, default `https://huggingface.co`).
+    pub fn endpoint() -> String {
+        std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
+    }
+
+    /// Fetch `data/{split}-00000-of-00001.parquet` of a dataset repo into the hub cache
+    /// (`HF_HOME`), with `HF_TOKEN` for private or gated repos.
+    pub async fn download_split(repo: &str, split: &str) -> Result<PathBuf, DatasetError> {
+        use hf_hub::api::tokio::ApiBuilder;
+        use hf_hub::{Repo, RepoType};
+        let err = |detail: String| DatasetError::Hub {
+            repo: repo.to_owned(),
+            split: split.to_owned(),
+            endpoint: endpoint(),
+            detail,
+        };
+        let cache_dir = match std::env::var_os("HF_HOME") {
+            Some(home) => PathBuf::from(home).join("hub"),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+                .unwrap_or_else(|| std::env::temp_dir().join("conftag-hf-hub")),
+        };
+        let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+        let api = ApiBuilder::from_cache(hf_hub::Cache::new(cache_dir))
+            .with_endpoint(endpoint().trim_end_matches('/').to_owned())
+            .with_progress(false)
+            .with_token(token)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let repo_handle = api.repo(Repo::with_revision(
+            repo.to_owned(),
+            RepoType::Dataset,
+            "main".to_owned(),
+        ));
+        let file = format!("data/{split}-00000-of-00001.parquet");
+        match tokio::time::timeout(std::time::Duration::from_secs(600), repo_handle.get(&file))
+            .await
+        {
+            Ok(Ok(path)) => Ok(path),
+            Ok(Err(e)) => Err(err(format!("{file}: {}", error_chain(&e)))),
+            Err(_) => Err(err(format!("{file}: no answer within 600 s"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn jsonl_rows_become_prompts_with_typed_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "b.jsonl",
+            "{\"question\":\"is it\",\"answer\":true,\"passage\":\"it is\"}\n\n{\"question\":\"q2\",\"answer\":false,\"passage\":\"p2\"}\n",
+        );
+        let rows = load_split(Dataset::Boolq, &DatasetSource::File { path: p }, None)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].index, 1);
+        assert_eq!(rows[0].correct_answer, Value::Bool(true));
+        assert!(rows[0].prompt.contains("Passage: it is"));
+    }
+
+    #[tokio::test]
+    async fn bad_rows_name_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "m.jsonl",
+            "{\"problem\":\"x\",\"solution\":\"y\"}\n{\"problem\":\"x\"\n",
+        );
+        let e = load_split(
+            Dataset::Math,
+            &DatasetSource::File { path: p.clone() },
+            None,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("m.jsonl") && e.contains("line 2"), "{e}");
+
+        let p = write(
+            dir.path(),
+            "m2.jsonl",
+            "{\"problem\":\"x\",\"solution\":3}\n",
+        );
+        let e = load_split(Dataset::Math, &DatasetSource::File { path: p }, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`solution`") && e.contains("a number") && e.contains("row 0"),
+            "{e}"
+        );
+
+        let p = write(
+            dir.path(),
+            "q.json",
+            "[{\"question\":\"x\",\"answer\":\"y\"}]",
+        );
+        let e = load_split(Dataset::Medqa, &DatasetSource::File { path: p }, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing column `options`"), "{e}");
+
+        let p = write(dir.path(), "e.jsonl", "\n");
+        let e = load_split(Dataset::Boolq, &DatasetSource::File { path: p }, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no rows"), "{e}");
+
+        let p = write(dir.path(), "bad.parquet", "PAR1 not really");
+        let e = load_split(Dataset::Boolq, &DatasetSource::File { path: p }, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.parquet") && e.contains("parquet"), "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod dataset;
+pub mod export;
+pub mod job;
+pub mod keys;
+pub mod prompt;
+pub mod queue;
+pub mod records;
+pub mod redis_conn;
+pub mod status;
+pub mod testutil;
+pub mod worker;
+
+pub use dataset::{Dataset, DatasetSource, InputRow};
+pub use job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
+pub use queue::{Queue, QueueError, ShardLease, Stage};

@@ -1,0 +1,552 @@
+//! The worker runtime both worker kinds run: claim shards while there is capacity, renew
+//! every held lease on a timer, hand results to the queue, and drain on shutdown.
+//!
+//! A worker holds several shards at once (up to `max_inflight_rows` rows) so that an engine
+//! that batches sees a steady stream of rows across shard boundaries. Each shard runs in its
+//! own task: process → complete (retried through Redis outages) → done. The main loop owns
+//! the leases: it renews them, cancels a shard's work when its lease is lost or its job is
+//! cancelled, and on shutdown stops claiming, waits `drain_grace` for in-flight shards, then
+//! releases the rest without spending an attempt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::job::{JobId, JobSpec, JudgeSettings};
+use crate::keys::JobKeys;
+use crate::queue::{
+    CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage,
+};
+use crate::status::{self, WorkerInfo};
+
+/// How a worker behaves; durations are short in tests.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: String,
+    pub stage: Stage,
+    /// The model an infer worker serves (shown in `conftag workers`).
+    pub model: Option<String>,
+    /// Lease length; leases are renewed every third of it.
+    pub lease: Duration,
+    /// Pause between claim rounds when nothing was claimable.
+    pub idle_poll: Duration,
+    /// Rows held at once across shards.
+    pub max_inflight_rows: u64,
+    /// Time in-flight shards get to finish after a shutdown signal.
+    pub drain_grace: Duration,
+    /// First retry delay after a failed attempt; doubles (with jitter) up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Exit once no accepted job has work left for (or before) this stage.
+    pub exit_when_done: bool,
+}
+
+impl WorkerConfig {
+    pub fn new(stage: Stage) -> Self {
+        Self {
+            id: default_worker_id(stage),
+            stage,
+            model: None,
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_millis(500),
+            max_inflight_rows: 64,
+            drain_grace: Duration::from_secs(30),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(120),
+            exit_when_done: false,
+        }
+    }
+}
+
+/// `{host}-{stage}-{pid}-{4 random hex}`.
+pub fn default_worker_id(stage: Stage) -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    let rand = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("{host}-{stage}-{}-{rand}", std::process::id())
+}
+
+/// Everything a processor gets for one shard.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    pub lease: ShardLease,
+    pub spec: JobSpec,
+    pub judge: JudgeSettings,
+    pub queue: Queue,
+    /// Cancelled when the lease is lost, the job is cancelled, or the drain deadline passes.
+    pub cancel: CancellationToken,
+}
+
+/// A processed shard: result rows (row index, record JSON) and counters to add to the job.
+#[derive(Debug, Clone, Default)]
+pub struct ShardOutput {
+    pub rows: Vec<(u64, String)>,
+    pub counters: BTreeMap<String, i64>,
+}
+
+/// Why processing a shard stopped. Retry intent is a type, not a string.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Worth another attempt after the usual backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// Worth another attempt after at least this long (e.g. a rate limit's retry-after).
+    #[error("{0} (retry after {1:?})")]
+    RetryAfter(String, Duration),
+    /// Retrying cannot help: the shard fails now.
+    #[error("{0}")]
+    Permanent(String),
+    /// This worker cannot go on (bad credentials, quota spent): the shard is released
+    /// untouched and the worker stops.
+    #[error("{0}")]
+    Fatal(String),
+    /// The work was cancelled (lease lost, job cancelled, drain deadline).
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What a worker kind does with a shard.
+pub trait ShardProcessor: Send + Sync + 'static {
+    /// Whether this worker takes shards of this job.
+    fn accepts(&self, spec: &JobSpec, judge: &JudgeSettings) -> bool;
+    fn process(
+        &self,
+        ctx: ShardContext,
+    ) -> impl Future<Output = Result<ShardOutput, ProcessError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker stopped: {0}")]
+    Fatal(String),
+}
+
+/// Counters a worker exposes (and the status registry shows).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub shards_done: AtomicU64,
+    pub rows_done: AtomicU64,
+    pub stale_completions: AtomicU64,
+}
+
+struct Held {
+    lease: ShardLease,
+    cancel: CancellationToken,
+}
+
+enum TaskEnd {
+    Completed,
+    Stale,
+    Failed,
+    Released,
+    Fatal(String),
+}
+
+/// Run a worker until `shutdown` is cancelled (then drain) or, with `exit_when_done`, until
+/// no work is left. Returns an error when the processor reported a fatal error.
+pub async fn run_worker<P: ShardProcessor>(
+    queue: Queue,
+    processor: Arc<P>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<Arc<WorkerStats>, WorkerError> {
+    let stats = Arc::new(WorkerStats::default());
+    let span = tracing::info_span!("worker", worker.id = %config.id, stage = %config.stage);
+    run_loop(queue, processor, config, shutdown, stats.clone())
+        .instrument(span)
+        .await?;
+    Ok(stats)
+}
+
+async fn run_loop<P: ShardProcessor>(
+    queue: Queue,
+    processor: Arc<P>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+) -> Result<(), WorkerError> {
+    let started_ms = status::server_time_ms(&queue).await.unwrap_or(0);
+    let mut tasks: JoinSet<(String, TaskEnd)> = JoinSet::new();
+    let mut held: HashMap<String, Held> = HashMap::new();
+    let mut specs: HashMap<JobId, Option<(JobSpec, JudgeSettings)>> = HashMap::new();
+    let mut renew_tick = tokio::time::interval(config.lease / 3);
+    renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = false;
+    let mut drain_deadline = tokio::time::Instant::now();
+    let mut fatal: Option<String> = None;
+    let mut redis_backoff = redis_backoff();
+    let mut next_claim = tokio::time::Instant::now();
+    let mut rotate = 0usize;
+    info!(
+        max_inflight_rows = config.max_inflight_rows,
+        "worker started"
+    );
+
+    loop {
+        let inflight_rows: u64 = held.values().map(|h| h.lease.rows()).sum();
+        let can_claim = !draining && fatal.is_none() && inflight_rows < config.max_inflight_rows;
+        tokio::select! {
+            _ = shutdown.cancelled(), if !draining => {
+                info!(shards = held.len(), grace = ?config.drain_grace, "shutdown: draining");
+                draining = true;
+                drain_deadline = tokio::time::Instant::now() + config.drain_grace;
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                let (key, end) = match joined {
+                    Ok(v) => v,
+                    Err(e) => {
+                        warn!(error = %e, "shard task panicked");
+                        continue;
+                    }
+                };
+                if let Some(h) = held.remove(&key) {
+                    match end {
+                        TaskEnd::Completed => {
+                            stats.shards_done.fetch_add(1, Ordering::Relaxed);
+                            stats.rows_done.fetch_add(h.lease.rows(), Ordering::Relaxed);
+                        }
+                        TaskEnd::Stale => {
+                            stats.stale_completions.fetch_add(1, Ordering::Relaxed);
+                        }
+                        TaskEnd::Fatal(msg) => {
+                            warn!(error = %msg, "fatal error: no more claims; draining");
+                            fatal.get_or_insert(msg);
+                            draining = true;
+                            drain_deadline = tokio::time::Instant::now() + config.drain_grace;
+                            for other in held.values() {
+                                other.cancel.cancel();
+                            }
+                        }
+                        TaskEnd::Failed | TaskEnd::Released => {}
+                    }
+                }
+                next_claim = tokio::time::Instant::now();
+            }
+            _ = renew_tick.tick() => {
+                for (_, h) in held.iter() {
+                    match queue.renew(&h.lease, config.lease).await {
+                        Ok(RenewOutcome::Renewed) => {}
+                        Ok(outcome) => {
+                            warn!(job = %h.lease.job, shard = h.lease.shard, ?outcome, "lease gone; abandoning shard");
+                            h.cancel.cancel();
+                        }
+                        Err(e) => warn!(job = %h.lease.job, shard = h.lease.shard, error = %e, "lease renewal failed; will retry"),
+                    }
+                }
+                let info = WorkerInfo {
+                    id: config.id.clone(),
+                    host: hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+                    kind: config.stage.name().into(),
+                    model: config.model.clone(),
+                    state: match (&fatal, draining) {
+                        (Some(f), _) => format!("stopped: {f}"),
+                        (None, true) => "draining".into(),
+                        (None, false) => "running".into(),
+                    },
+                    shards: held.values().map(|h| format!("{}/{}", h.lease.job, h.lease.shard)).collect(),
+                    started_ms,
+                    heartbeat_ms: status::server_time_ms(&queue).await.unwrap_or(0),
+                    rows_done: stats.rows_done.load(Ordering::Relaxed),
+                };
+                if let Err(e) = status::publish_worker(&queue, &info).await {
+                    debug!(error = %e, "heartbeat not published");
+                }
+            }
+            _ = tokio::time::sleep_until(drain_deadline), if draining && !held.is_empty() => {
+                info!(shards = held.len(), "drain deadline: releasing unfinished shards");
+                for h in held.values() {
+                    h.cancel.cancel();
+                }
+                // Tasks see the cancellation, release their leases and end.
+                drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+            }
+            _ = tokio::time::sleep_until(next_claim), if can_claim => {
+                match claim_round(&queue, &processor, &config, &mut specs, &mut rotate, inflight_rows).await {
+                    Ok((leases, idle)) => {
+                        redis_backoff.reset();
+                        let got = !leases.is_empty();
+                        for (lease, spec, judge) in leases {
+                            let key = format!("{}/{}", lease.job, lease.shard);
+                            let cancel = CancellationToken::new();
+                            held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone() });
+                            let ctx = ShardContext { lease, spec, judge, queue: queue.clone(), cancel };
+                            let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
+                            tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key).instrument(span));
+                        }
+                        if idle && held.is_empty() && config.exit_when_done {
+                            info!("no work left; exiting");
+                            break;
+                        }
+                        next_claim = tokio::time::Instant::now() + if got { Duration::ZERO } else { config.idle_poll };
+                    }
+                    Err(e) => {
+                        let wait = redis_backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+                        warn!(error = %e, retry_in = ?wait, "cannot claim; Redis unreachable?");
+                        next_claim = tokio::time::Instant::now() + wait;
+                    }
+                }
+            }
+        }
+        if draining && held.is_empty() {
+            break;
+        }
+    }
+    match &fatal {
+        // Leave the stopped worker in the registry so `conftag status` shows why.
+        Some(msg) => {
+            let info = WorkerInfo {
+                id: config.id.clone(),
+                host: hostname::get()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_default(),
+                kind: config.stage.name().into(),
+                model: config.model.clone(),
+                state: format!("stopped: {msg}"),
+                shards: Vec::new(),
+                started_ms,
+                heartbeat_ms: status::server_time_ms(&queue).await.unwrap_or(0),
+                rows_done: stats.rows_done.load(Ordering::Relaxed),
+            };
+            let _ = status::publish_worker(&queue, &info).await;
+        }
+        None => {
+            let _ = status::forget_worker(&queue, &config.id).await;
+        }
+    }
+    match fatal {
+        Some(msg) => Err(WorkerError::Fatal(msg)),
+        None => {
+            info!(
+                shards = stats.shards_done.load(Ordering::Relaxed),
+                rows = stats.rows_done.load(Ordering::Relaxed),
+                "worker stopped"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn redis_backoff() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(200))
+        .with_max_interval(Duration::from_secs(5))
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+/// One pass over the jobs: claim while there is capacity. Returns the new leases and whether
+/// no accepted job has work pending for this stage (for `exit_when_done`).
+async fn claim_round<P: ShardProcessor>(
+    queue: &Queue,
+    processor: &Arc<P>,
+    config: &WorkerConfig,
+    specs: &mut HashMap<JobId, Option<(JobSpec, JudgeSettings)>>,
+    rotate: &mut usize,
+    mut inflight_rows: u64,
+) -> Result<(Vec<(ShardLease, JobSpec, JudgeSettings)>, bool), QueueError> {
+    let ids = queue.job_ids().await?;
+    let mut out = Vec::new();
+    let mut pending_anywhere = false;
+    if ids.is_empty() {
+        return Ok((out, true));
+    }
+    *rotate = (*rotate + 1) % ids.len();
+    for id in ids.iter().cycle().skip(*rotate).take(ids.len()) {
+        // Judge settings can change (re-judge), so judge workers re-read them.
+        if config.stage == Stage::Judge || !specs.contains_key(id) {
+            let spec = queue.job_spec(id).await?;
+            specs.insert(id.clone(), spec);
+        }
+        let Some(Some((spec, judge))) = specs.get(id) else {
+            continue;
+        };
+        if !processor.accepts(spec, judge) {
+            continue;
+        }
+        if pending_work(queue, id, config.stage).await? {
+            pending_anywhere = true;
+        }
+        while inflight_rows < config.max_inflight_rows {
+            match queue
+                .claim(id, config.stage, &config.id, config.lease)
+                .await?
+            {
+                Some(lease) => {
+                    inflight_rows += lease.rows();
+                    out.push((lease, spec.clone(), judge.clone()));
+                }
+                None => break,
+            }
+        }
+    }
+    Ok((out, !pending_anywhere))
+}
+
+/// Whether a job still has shards that will reach `stage` (queued or leased at it or before).
+async fn pending_work(queue: &Queue, job: &JobId, stage: Stage) -> Result<bool, QueueError> {
+    let keys = JobKeys::new(job);
+    let mut c = queue.conn();
+    let stages: &[&str] = match stage {
+        Stage::Infer => &["infer"],
+        Stage::Judge => &["infer", "judge"],
+    };
+    let mut pipe = redis::pipe();
+    for s in stages {
+        pipe.zcard(keys.queue(s)).zcard(keys.leased(s));
+    }
+    pipe.hget(keys.job(), "state");
+    let v: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+    let cancelled = matches!(v.last(), Some(redis::Value::BulkString(s)) if s == b"cancelled");
+    let any = v[..v.len() - 1]
+        .iter()
+        .any(|x| matches!(x, redis::Value::Int(n) if *n > 0));
+    Ok(any && !cancelled)
+}
+
+/// Process one shard and settle its lease: complete, fail (with backoff), or release.
+async fn run_shard<P: ShardProcessor>(
+    processor: Arc<P>,
+    ctx: ShardContext,
+    config: WorkerConfig,
+    key: String,
+) -> (String, TaskEnd) {
+    let queue = ctx.queue.clone();
+    let lease = ctx.lease.clone();
+    let cancel = ctx.cancel.clone();
+    debug!(rows = lease.rows(), "processing");
+    let result = tokio::select! {
+        r = processor.process(ctx) => r,
+        _ = cancel.cancelled() => Err(ProcessError::Cancelled),
+    };
+    let end = match result {
+        Ok(output) => complete_with_retry(&queue, &lease, &output, &cancel).await,
+        Err(ProcessError::Cancelled) => {
+            release_quietly(&queue, &lease).await;
+            TaskEnd::Released
+        }
+        Err(ProcessError::Fatal(msg)) => {
+            release_quietly(&queue, &lease).await;
+            TaskEnd::Fatal(msg)
+        }
+        Err(e) => {
+            let permanent = matches!(e, ProcessError::Permanent(_));
+            let mut delay = retry_delay(&config, lease.attempts);
+            if let ProcessError::RetryAfter(_, at_least) = &e {
+                delay = delay.max(*at_least);
+            }
+            let msg = e.to_string();
+            match queue.fail(&lease, &msg, delay, permanent).await {
+                Ok(FailOutcome::Retrying) => {
+                    warn!(error = %msg, retry_in = ?delay, "shard attempt failed; will retry")
+                }
+                Ok(FailOutcome::Failed) => warn!(error = %msg, "shard failed for good"),
+                Ok(other) => debug!(?other, "failure not recorded: lease already gone"),
+                Err(qe) => warn!(error = %qe, "cannot record failure; the lease will lapse"),
+            }
+            TaskEnd::Failed
+        }
+    };
+    (key, end)
+}
+
+async fn release_quietly(queue: &Queue, lease: &ShardLease) {
+    match queue.release(lease).await {
+        Ok(true) => info!("shard released"),
+        Ok(false) => debug!("nothing to release: lease already gone"),
+        Err(e) => warn!(error = %e, "release failed; the lease will lapse"),
+    }
+}
+
+/// Store results, retrying through Redis outages for as long as the shard is not cancelled.
+/// The results are in memory only, so giving up early would waste the work.
+async fn complete_with_retry(
+    queue: &Queue,
+    lease: &ShardLease,
+    output: &ShardOutput,
+    cancel: &CancellationToken,
+) -> TaskEnd {
+    let mut backoff = redis_backoff();
+    loop {
+        match queue.complete(lease, &output.counters, &output.rows).await {
+            Ok(CompleteOutcome::Stored) => {
+                info!(rows = output.rows.len(), "shard completed");
+                return TaskEnd::Completed;
+            }
+            Ok(CompleteOutcome::Stale) => {
+                warn!("completion refused: the lease was taken over (fencing token stale)");
+                return TaskEnd::Stale;
+            }
+            Ok(CompleteOutcome::Cancelled) => {
+                info!("job cancelled; results dropped");
+                return TaskEnd::Released;
+            }
+            Err(e) => {
+                let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+                warn!(error = %e, retry_in = ?wait, "cannot store results yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return TaskEnd::Released,
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter for the `attempts`-th retry (0-based).
+pub fn retry_delay(config: &WorkerConfig, attempts: u32) -> Duration {
+    let mut b = backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(config.retry_base)
+        .with_max_interval(config.retry_max)
+        .with_randomization_factor(0.5)
+        .with_multiplier(2.0)
+        .with_max_elapsed_time(None)
+        .build();
+    let mut d = config.retry_base;
+    for _ in 0..=attempts.min(30) {
+        d = b.next_backoff().unwrap_or(config.retry_max);
+    }
+    d
+}
+
+/// A token cancelled on the first SIGTERM / Ctrl-C; a second signal exits at once (130).
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_signal().await;
+        info!("signal received: draining (send it again to exit now)");
+        t.cancel();
+        wait_signal().await;
+        warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

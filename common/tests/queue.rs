@@ -1,0 +1,425 @@
+//! The shard queue against a real `redis-server` (started per test on a free port).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::dataset::{Dataset, InputRow};
+use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
+use common::queue::{
+    CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
+    ShardLease, Stage, SubmitOutcome,
+};
+use common::redis_conn::RedisUrl;
+use common::status::{self, JobState};
+use common::testutil::RedisServer;
+use serde_json::json;
+
+fn rows(n: u64) -> Vec<InputRow> {
+    (0..n)
+        .map(|i| InputRow {
+            index: i,
+            question: format!("q{i}"),
+            prompt: format!("prompt {i}"),
+            correct_answer: json!(i % 2 == 0),
+            options: None,
+            answer_letter: None,
+        })
+        .collect()
+}
+
+fn spec(model: &str, rows: &[InputRow]) -> JobSpec {
+    JobSpec {
+        model: model.into(),
+        dataset: Dataset::Boolq,
+        split: "test".into(),
+        source: "test".into(),
+        rows: rows.len() as u64,
+        max_tokens: 128,
+        prompt_mode: PromptMode::Raw,
+        rows_digest: rows_digest(rows),
+    }
+}
+
+async fn setup(n: u64, shard_size: u64, max_attempts: u32) -> (RedisServer, Queue, JobSpec) {
+    let server = RedisServer::start().expect("redis-server");
+    let queue = Queue::connect(&RedisUrl::new(server.url())).await.unwrap();
+    let r = rows(n);
+    let s = spec("m", &r);
+    let out = queue
+        .submit(&s, &JudgeSettings::default(), &r, shard_size, max_attempts)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        SubmitOutcome::Created {
+            shards: n.div_ceil(shard_size)
+        }
+    );
+    (server, queue, s)
+}
+
+fn output(lease: &ShardLease) -> (BTreeMap<String, i64>, Vec<(u64, String)>) {
+    let stage = lease.stage.name();
+    let mut counters = BTreeMap::new();
+    counters.insert(format!("{stage}_rows"), lease.rows() as i64);
+    let rows = (lease.start..lease.end)
+        .map(|i| {
+            let record = match lease.stage {
+                Stage::Infer => {
+                    json!({"response": lease.token, "question": "q", "correct_answer": i})
+                }
+                Stage::Judge => json!({
+                    "response": lease.token, "question": "q", "correct_answer": i,
+                    "judge_response": null, "correct": false, "confidence_token": "",
+                    "tagged_response": "", "judged_by": "test", "judge_model": "",
+                    "judge_prompt_sha": ""
+                }),
+            };
+            (i, record.to_string())
+        })
+        .collect();
+    (counters, rows)
+}
+
+async fn complete(queue: &Queue, lease: &ShardLease) -> CompleteOutcome {
+    let (c, r) = output(lease);
+    queue.complete(lease, &c, &r).await.unwrap()
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn submit_is_idempotent_and_conflicts_are_refused() {
+    let (_server, queue, s) = setup(10, 4, 3).await;
+    let r = rows(10);
+    let again = queue
+        .submit(&s, &JudgeSettings::default(), &r, 4, 3)
+        .await
+        .unwrap();
+    assert_eq!(again, SubmitOutcome::AlreadyExists);
+    let mut other = s.clone();
+    other.max_tokens = 7;
+    let err = queue
+        .submit(&other, &JudgeSettings::default(), &r, 4, 3)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_tokens"), "{err}");
+    let st = status::job_status(&queue, &s.id()).await.unwrap();
+    assert_eq!(st.rows, 10);
+    assert_eq!(st.shards.total, 3);
+    assert_eq!(st.shards.queued.infer, 3);
+    assert_eq!(st.state, JobState::Queued);
+    assert_eq!(queue.job_ids().await.unwrap(), vec![s.id()]);
+}
+
+#[tokio::test]
+async fn a_shard_goes_infer_then_judge_then_done() {
+    let (_server, queue, s) = setup(5, 5, 3).await;
+    let id = s.id();
+    let lease = queue
+        .claim(&id, Stage::Infer, "w1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lease.start, lease.end, lease.attempts), (0, 5, 0));
+    assert!(queue
+        .claim(&id, Stage::Infer, "w1", LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(queue
+        .claim(&id, Stage::Judge, "w1", LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(complete(&queue, &lease).await, CompleteOutcome::Stored);
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!((st.shards.queued.judge, st.rows_inferred), (1, 5));
+    // The same completion again is refused: the token was spent.
+    assert_eq!(complete(&queue, &lease).await, CompleteOutcome::Stale);
+
+    let judge = queue
+        .claim(&id, Stage::Judge, "w2", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(complete(&queue, &judge).await, CompleteOutcome::Stored);
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.state, JobState::Done);
+    assert_eq!((st.shards.done, st.rows_judged), (1, 5));
+    assert!(st.rates.judge_rows_per_s > 0.0);
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_is_reclaimed_and_the_old_token_is_fenced_off() {
+    let (_server, queue, s) = setup(4, 4, 5).await;
+    let id = s.id();
+    let dead = queue
+        .claim(&id, Stage::Infer, "dead", Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let alive = queue
+        .claim(&id, Stage::Infer, "alive", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alive.shard, dead.shard);
+    assert_eq!(alive.attempts, 1, "a lapsed lease spends an attempt");
+    assert_eq!(queue.renew(&dead, LEASE).await.unwrap(), RenewOutcome::Lost);
+    assert_eq!(complete(&queue, &dead).await, CompleteOutcome::Stale);
+    assert_eq!(complete(&queue, &alive).await, CompleteOutcome::Stored);
+    let preds = queue.predictions(&id, 0, 4).await.unwrap();
+    assert!(preds.iter().all(Option::is_some));
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.rows_inferred, 4, "counted once");
+}
+
+#[tokio::test]
+async fn a_renewed_lease_is_never_stolen() {
+    let (_server, queue, s) = setup(4, 4, 5).await;
+    let id = s.id();
+    let short = Duration::from_millis(300);
+    let lease = queue
+        .claim(&id, Stage::Infer, "slow", short)
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            queue.renew(&lease, short).await.unwrap(),
+            RenewOutcome::Renewed
+        );
+        assert!(queue
+            .claim(&id, Stage::Infer, "thief", short)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    assert_eq!(complete(&queue, &lease).await, CompleteOutcome::Stored);
+}
+
+#[tokio::test]
+async fn errors_retry_then_fail_and_requeue_brings_them_back() {
+    let (_server, queue, s) = setup(2, 2, 2).await;
+    let id = s.id();
+    let l1 = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        queue
+            .fail(&l1, "boom 1", Duration::from_millis(200), false)
+            .await
+            .unwrap(),
+        FailOutcome::Retrying
+    );
+    // Not ready before its backoff delay.
+    assert!(queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let l2 = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l2.attempts, 1);
+    assert_eq!(
+        queue
+            .fail(&l2, "boom 2", Duration::ZERO, false)
+            .await
+            .unwrap(),
+        FailOutcome::Failed
+    );
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.state, JobState::Failed);
+    assert_eq!(st.failed_shards.len(), 1);
+    assert_eq!(st.failed_shards[0].error, "boom 2");
+    assert!(st.last_error.unwrap().contains("boom 2"));
+
+    let out = queue
+        .requeue(
+            &id,
+            &RequeueRequest {
+                selection: RequeueSelection::Failed,
+                target: None,
+                force: false,
+                judge: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.requeued, 1);
+    let l3 = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l3.attempts, 0, "requeue resets attempts");
+    assert_eq!(complete(&queue, &l3).await, CompleteOutcome::Stored);
+}
+
+#[tokio::test]
+async fn release_gives_a_shard_back_without_spending_an_attempt() {
+    let (_server, queue, s) = setup(2, 2, 1).await;
+    let id = s.id();
+    let l1 = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(queue.release(&l1).await.unwrap());
+    assert!(!queue.release(&l1).await.unwrap());
+    let l2 = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l2.attempts, 0);
+    assert_eq!(complete(&queue, &l1).await, CompleteOutcome::Stale);
+}
+
+#[tokio::test]
+async fn cancel_stops_claims_renewals_and_completions() {
+    let (_server, queue, s) = setup(4, 2, 3).await;
+    let id = s.id();
+    let l = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(queue.cancel(&id).await.unwrap());
+    assert!(!queue.cancel(&id).await.unwrap());
+    assert_eq!(
+        queue.renew(&l, LEASE).await.unwrap(),
+        RenewOutcome::Cancelled
+    );
+    assert_eq!(complete(&queue, &l).await, CompleteOutcome::Cancelled);
+    assert!(queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.state, JobState::Cancelled);
+}
+
+#[tokio::test]
+async fn rejudging_a_finished_job_subtracts_its_judge_counters() {
+    let (_server, queue, s) = setup(6, 3, 3).await;
+    let id = s.id();
+    for stage in [Stage::Infer, Stage::Judge] {
+        while let Some(l) = queue.claim(&id, stage, "w", LEASE).await.unwrap() {
+            assert_eq!(complete(&queue, &l).await, CompleteOutcome::Stored);
+        }
+    }
+    assert_eq!(
+        status::job_status(&queue, &id).await.unwrap().state,
+        JobState::Done
+    );
+    let new_judge = JudgeSettings {
+        model: "other-judge".into(),
+        mode: common::JudgeMode::Rules,
+    };
+    let out = queue
+        .requeue(
+            &id,
+            &RequeueRequest {
+                selection: RequeueSelection::All,
+                target: Some(Stage::Judge),
+                force: true,
+                judge: Some(new_judge.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.requeued, 2);
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_inferred, st.rows_judged, st.shards.done),
+        (6, 0, 0)
+    );
+    assert_eq!(st.shards.queued.judge, 2);
+    assert_eq!(queue.job_spec(&id).await.unwrap().unwrap().1, new_judge);
+    assert!(queue
+        .tagged(&id, 0, 6)
+        .await
+        .unwrap()
+        .iter()
+        .all(Option::is_none));
+    assert!(queue
+        .predictions(&id, 0, 6)
+        .await
+        .unwrap()
+        .iter()
+        .all(Option::is_some));
+}
+
+#[tokio::test]
+async fn a_redis_restart_between_claim_and_complete_loses_nothing() {
+    let (mut server, queue, s) = setup(8, 4, 3).await;
+    let id = s.id();
+    let l = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    server.kill();
+    // While Redis is down, calls fail (and workers retry).
+    assert!(complete_result(&queue, &l).await.is_err());
+    server.restart().unwrap();
+    let mut stored = None;
+    for _ in 0..50 {
+        match complete_result(&queue, &l).await {
+            Ok(o) => {
+                stored = Some(o);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(stored, Some(CompleteOutcome::Stored));
+    let l2 = queue
+        .claim(&id, Stage::Infer, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(l2.shard, l.shard);
+    assert_eq!(complete(&queue, &l2).await, CompleteOutcome::Stored);
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!((st.rows_inferred, st.shards.queued.judge), (8, 2));
+}
+
+async fn complete_result(
+    queue: &Queue,
+    lease: &ShardLease,
+) -> Result<CompleteOutcome, common::QueueError> {
+    let (c, r) = output(lease);
+    queue.complete(lease, &c, &r).await
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error_without_the_password() {
+    let port = common::testutil::free_port();
+    let url = RedisUrl::new(format!("redis://:hunter2@127.0.0.1:{port}"));
+    let err = Queue::connect(&url).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn aof_is_reported() {
+    let with = RedisServer::start_with(true, None).unwrap();
+    let without = RedisServer::start_with(false, None).unwrap();
+    let q = Queue::connect(&RedisUrl::new(with.url())).await.unwrap();
+    assert_eq!(q.aof_enabled().await, Some(true));
+    let q = Queue::connect(&RedisUrl::new(without.url())).await.unwrap();
+    assert_eq!(q.aof_enabled().await, Some(false));
+}

@@ -1,0 +1,176 @@
+//! The `conftag` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use common::config::CommonArgs;
+use common::dataset::Dataset;
+use common::job::{JudgeMode, DEFAULT_JUDGE_MODEL};
+
+/// conftag: turn LLM answers into tagged training data through a Redis shard queue.
+///
+/// `submit` splits each model × dataset split into shards on Redis; `conftag-infer` workers
+/// generate answers, `conftag-judge` workers judge and tag them; `status` watches, `requeue`
+/// retries, `export` writes the seed pipeline's files.
+#[derive(Debug, Parser)]
+#[command(name = "conftag", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create jobs: one per model × dataset (idempotent: the same job again is a no-op).
+    Submit(SubmitArgs),
+    /// Show jobs and workers (counters only; fast on any size).
+    Status(StatusArgs),
+    /// Put shards back in a queue (failed, stuck, chosen, or all for re-judging).
+    Requeue(RequeueArgs),
+    /// Write the seed pipeline's prediction and tagged files for finished jobs.
+    Export(ExportArgs),
+    /// List workers with their last heartbeat and the shards they hold.
+    Workers(WorkersArgs),
+    /// Stop a job: queued shards leave the queue, workers drop its leased shards.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Model to run (hub id, e.g. Qwen/Qwen2.5-7B-Instruct, or the name given to
+    /// `conftag-infer --model`). Repeat for several models.
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    /// Dataset(s): math, medqa, boolq. Repeat or comma-separate for several.
+    #[arg(long = "dataset", required = true, value_delimiter = ',')]
+    pub datasets: Vec<Dataset>,
+    /// Split to read (train, validation, test).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Read rows from a local file (.jsonl, .json or .parquet with the hub's columns) instead
+    /// of the hub. With several datasets, give `DATASET=PATH` once per dataset.
+    #[arg(long = "data")]
+    pub data: Vec<String>,
+    /// Use only the first N rows of each split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Rows per shard (the unit of leasing, retry and requeue).
+    #[arg(long, default_value_t = 32)]
+    pub shard_size: u64,
+    /// Send prompts through the model's chat template instead of as raw completion text.
+    #[arg(long)]
+    pub chat_template: bool,
+    /// New-token budget per row [default: the seed's: math 512, medqa 256, boolq 128].
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Judge model for `llm`, `hybrid` and `batch` modes.
+    #[arg(long, default_value = DEFAULT_JUDGE_MODEL)]
+    pub judge_model: String,
+    /// How rows are judged: llm (OpenAI-compatible API), rules (no network), hybrid, batch.
+    #[arg(long, value_enum, default_value_t = JudgeMode::Llm)]
+    pub judge_mode: JudgeMode,
+    /// Attempts per shard and stage before it is marked failed.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Print the created jobs as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Jobs to show [default: all].
+    pub jobs: Vec<String>,
+    /// Refresh continuously with progress bars (Ctrl-C to stop).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Print one JSON document (schema 1: {"schema", "jobs": [...], "workers": [...]}).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    /// The job.
+    pub job: String,
+    /// Stage to run again [default: the stage each shard is in].
+    #[arg(long, value_enum)]
+    pub stage: Option<StageArg>,
+    /// Shards that used up their attempts.
+    #[arg(long)]
+    pub failed: bool,
+    /// Leased shards whose lease lapsed (with --force: every leased shard).
+    #[arg(long)]
+    pub stuck: bool,
+    /// Every shard (e.g. `--stage judge --all` re-judges a finished job).
+    #[arg(long)]
+    pub all: bool,
+    /// Particular shard ids.
+    #[arg(long = "shard")]
+    pub shards: Vec<u64>,
+    /// Also take back live leases and done shards.
+    #[arg(long)]
+    pub force: bool,
+    /// New judge model for the re-judged shards.
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// New judge mode for the re-judged shards.
+    #[arg(long, value_enum)]
+    pub judge_mode: Option<JudgeMode>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StageArg {
+    Infer,
+    Judge,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Jobs to export.
+    #[arg(required_unless_present = "all")]
+    pub jobs: Vec<String>,
+    /// Export every job.
+    #[arg(long)]
+    pub all: bool,
+    /// Output directory (gets inference/predictions/, eval/judged/, training/).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Export what is finished even if some shards are not done.
+    #[arg(long)]
+    pub partial: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    pub job: String,
+    /// Also delete the job and all its rows and results from Redis.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,360 @@
+//! One function per `conftag` subcommand.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::dataset::{self, Dataset, DatasetError, DatasetSource, InputRow};
+use common::export::{self, ExportError};
+use common::job::{rows_digest, JobId, JobSpec, JudgeSettings, PromptMode};
+use common::queue::{Queue, QueueError, RequeueRequest, RequeueSelection, Stage, SubmitOutcome};
+use common::status;
+use serde_json::json;
+use tracing::warn;
+
+use crate::cli::{
+    CancelArgs, Cli, Command, ExportArgs, RequeueArgs, StageArg, StatusArgs, SubmitArgs,
+    WorkersArgs,
+};
+use crate::view;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// A flag or argument that does not make sense; the message names it.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Run one `conftag` command.
+pub async fn run(cli: Cli) -> Result<(), CommandError> {
+    let queue = Queue::connect(&cli.common.redis_url()).await?;
+    match cli.command {
+        Command::Submit(a) => submit(&queue, a).await,
+        Command::Status(a) => status_cmd(&queue, a).await,
+        Command::Requeue(a) => requeue(&queue, a).await,
+        Command::Export(a) => export_cmd(&queue, a).await,
+        Command::Workers(a) => workers(&queue, a).await,
+        Command::Cancel(a) => cancel(&queue, a).await,
+    }
+}
+
+/// `DATASET=PATH` pairs, or one bare PATH when one dataset is submitted.
+fn data_files(args: &SubmitArgs) -> Result<BTreeMap<Dataset, PathBuf>, CommandError> {
+    let mut out = BTreeMap::new();
+    for item in &args.data {
+        let (dataset, path) = match item.split_once('=') {
+            Some((name, path)) => {
+                let d = Dataset::ALL
+                    .into_iter()
+                    .find(|d| d.name() == name.trim().to_lowercase())
+                    .ok_or_else(|| {
+                        CommandError::Usage(format!(
+                            "--data {item}: unknown dataset `{name}` (expected math, medqa or boolq)"
+                        ))
+                    })?;
+                (d, PathBuf::from(path))
+            }
+            None if args.datasets.len() == 1 => (args.datasets[0], PathBuf::from(item)),
+            None => {
+                return Err(CommandError::Usage(format!(
+                    "--data {item}: with several datasets, write --data DATASET=PATH"
+                )))
+            }
+        };
+        if !args.datasets.contains(&dataset) {
+            return Err(CommandError::Usage(format!(
+                "--data {item}: dataset `{dataset}` is not among --dataset"
+            )));
+        }
+        if !path.is_file() {
+            return Err(CommandError::Usage(format!(
+                "--data {item}: {} is not a readable file",
+                path.display()
+            )));
+        }
+        out.insert(dataset, path);
+    }
+    Ok(out)
+}
+
+async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
+    if args.shard_size == 0 {
+        return Err(CommandError::Usage(
+            "--shard-size must be at least 1".into(),
+        ));
+    }
+    if args.max_tokens == Some(0) {
+        return Err(CommandError::Usage(
+            "--max-tokens must be at least 1".into(),
+        ));
+    }
+    if args.split.trim().is_empty() || args.split.contains('/') {
+        return Err(CommandError::Usage(format!(
+            "--split {:?}: not a split name (train, validation, test, …)",
+            args.split
+        )));
+    }
+    for m in &args.models {
+        if m.trim().is_empty() {
+            return Err(CommandError::Usage("--model must not be empty".into()));
+        }
+    }
+    let files = data_files(&args)?;
+    let mut datasets = args.datasets.clone();
+    datasets.dedup();
+
+    // Load and check every split before anything is written.
+    let mut loaded: Vec<(Dataset, String, Vec<InputRow>)> = Vec::new();
+    for d in &datasets {
+        let source = match files.get(d) {
+            Some(path) => DatasetSource::File { path: path.clone() },
+            None => DatasetSource::Hub {
+                repo: d.hub_repo().to_owned(),
+                split: args.split.clone(),
+            },
+        };
+        let label = match &source {
+            DatasetSource::File { path } => format!("file:{}", path.display()),
+            DatasetSource::Hub { repo, split } => format!("hub:{repo}@{split}"),
+        };
+        let rows = dataset::load_split(*d, &source, args.limit).await?;
+        loaded.push((*d, label, rows));
+    }
+
+    if queue.aof_enabled().await == Some(false) {
+        warn!(
+            redis = %queue.url(),
+            "Redis runs without AOF persistence: results held in Redis would not survive a restart (set `appendonly yes`)"
+        );
+    }
+
+    let judge = JudgeSettings {
+        model: args.judge_model.clone(),
+        mode: args.judge_mode,
+    };
+    let mut created = Vec::new();
+    for model in &args.models {
+        for (d, label, rows) in &loaded {
+            let spec = JobSpec {
+                model: model.clone(),
+                dataset: *d,
+                split: args.split.clone(),
+                source: label.clone(),
+                rows: rows.len() as u64,
+                max_tokens: args.max_tokens.unwrap_or(d.default_max_tokens()),
+                prompt_mode: if args.chat_template {
+                    PromptMode::Chat
+                } else {
+                    PromptMode::Raw
+                },
+                rows_digest: rows_digest(rows),
+            };
+            let outcome = queue
+                .submit(&spec, &judge, rows, args.shard_size, args.max_attempts)
+                .await?;
+            created.push((spec, outcome));
+        }
+    }
+    if args.json {
+        let jobs: Vec<_> = created
+            .iter()
+            .map(|(spec, outcome)| {
+                json!({
+                    "id": spec.id(),
+                    "model": spec.model,
+                    "dataset": spec.dataset,
+                    "split": spec.split,
+                    "rows": spec.rows,
+                    "created": matches!(outcome, SubmitOutcome::Created { .. }),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "jobs": jobs }));
+    } else {
+        println!("{}", view::submitted_table(&created));
+    }
+    Ok(())
+}
+
+/// A job id, or a unique prefix of one.
+async fn resolve_job(queue: &Queue, given: &str) -> Result<JobId, CommandError> {
+    let all = queue.job_ids().await?;
+    if let Some(id) = all.iter().find(|id| id.as_str() == given) {
+        return Ok(id.clone());
+    }
+    let matches: Vec<&JobId> = all
+        .iter()
+        .filter(|id| id.as_str().starts_with(given))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(CommandError::Usage(format!(
+            "no job `{given}` (see `conftag status`)"
+        ))),
+        many => Err(CommandError::Usage(format!(
+            "`{given}` matches several jobs: {}",
+            many.iter()
+                .map(|j| j.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+async fn status_cmd(queue: &Queue, args: StatusArgs) -> Result<(), CommandError> {
+    let mut jobs = Vec::new();
+    for j in &args.jobs {
+        jobs.push(resolve_job(queue, j).await?);
+    }
+    if args.watch {
+        return view::watch(queue, &jobs, args.interval).await;
+    }
+    let doc = status::document(queue, &jobs).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("status serializes")
+        );
+    } else {
+        println!("{}", view::status_text(&doc));
+    }
+    Ok(())
+}
+
+async fn requeue(queue: &Queue, args: RequeueArgs) -> Result<(), CommandError> {
+    let job = resolve_job(queue, &args.job).await?;
+    let chosen = [args.failed, args.stuck, args.all, !args.shards.is_empty()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if chosen != 1 {
+        return Err(CommandError::Usage(
+            "say which shards: exactly one of --failed, --stuck, --all or --shard ID".into(),
+        ));
+    }
+    let selection = if args.failed {
+        RequeueSelection::Failed
+    } else if args.stuck {
+        RequeueSelection::Stuck
+    } else if args.all {
+        RequeueSelection::All
+    } else {
+        RequeueSelection::Shards(args.shards.clone())
+    };
+    let target = args.stage.map(|s| match s {
+        StageArg::Infer => Stage::Infer,
+        StageArg::Judge => Stage::Judge,
+    });
+    let judge = if args.judge_model.is_some() || args.judge_mode.is_some() {
+        if target != Some(Stage::Judge) && target != Some(Stage::Infer) {
+            return Err(CommandError::Usage(
+                "--judge-model/--judge-mode need --stage judge (or infer)".into(),
+            ));
+        }
+        let (_, current) = queue
+            .job_spec(&job)
+            .await?
+            .ok_or_else(|| QueueError::NoSuchJob(job.clone()))?;
+        Some(JudgeSettings {
+            model: args.judge_model.clone().unwrap_or(current.model),
+            mode: args.judge_mode.unwrap_or(current.mode),
+        })
+    } else {
+        None
+    };
+    let force = args.force || (args.all && target == Some(Stage::Judge));
+    let out = queue
+        .requeue(
+            &job,
+            &RequeueRequest {
+                selection,
+                target,
+                force,
+                judge,
+            },
+        )
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"job": job, "requeued": out.requeued, "skipped": out.skipped})
+        );
+    } else {
+        println!("{job}: requeued {} shard(s)", out.requeued);
+        if !out.skipped.is_empty() && !args.all {
+            println!(
+                "skipped (done or live lease; use --force): {}",
+                out.skipped
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn export_cmd(queue: &Queue, args: ExportArgs) -> Result<(), CommandError> {
+    let jobs = if args.all {
+        queue.job_ids().await?
+    } else {
+        let mut v = Vec::new();
+        for j in &args.jobs {
+            v.push(resolve_job(queue, j).await?);
+        }
+        v
+    };
+    if jobs.is_empty() {
+        return Err(CommandError::Usage("no jobs to export".into()));
+    }
+    let done = export::export_jobs(queue, &jobs, &args.out, args.partial).await?;
+    if args.json {
+        let list: Vec<_> = done
+            .iter()
+            .map(|d| {
+                json!({
+                    "job": d.job, "predictions": d.predictions, "tagged": d.tagged,
+                    "rows": d.rows, "predicted": d.predicted, "tagged_rows": d.tagged_rows,
+                    "unjudged": d.unjudged, "correct": d.correct,
+                })
+            })
+            .collect();
+        println!("{}", json!({ "exported": list }));
+    } else {
+        println!("{}", view::export_table(&done));
+    }
+    Ok(())
+}
+
+async fn workers(queue: &Queue, args: WorkersArgs) -> Result<(), CommandError> {
+    let list = status::workers(queue).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("workers serialize")
+        );
+    } else {
+        println!("{}", view::workers_table(&list));
+    }
+    Ok(())
+}
+
+async fn cancel(queue: &Queue, args: CancelArgs) -> Result<(), CommandError> {
+    let job = resolve_job(queue, &args.job).await?;
+    let changed = queue.cancel(&job).await?;
+    if args.purge {
+        queue.purge(&job).await?;
+        println!("{job}: cancelled and deleted from Redis");
+    } else if changed {
+        println!("{job}: cancelled");
+    } else {
+        println!("{job}: already cancelled");
+    }
+    Ok(())
+}

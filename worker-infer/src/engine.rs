@@ -1,0 +1,493 @@
+//! The embedded mistral.rs engine: loading a model (hub id, local safetensors directory or
+//! GGUF file) and generating seed-faithful completions (raw prompt by default, greedy, the
+//! job's max tokens, special tokens skipped, text trimmed), with token counts per row.
+//!
+//! mistral.rs batches concurrent requests (continuous batching). On the CPU path of 0.8.1 that
+//! batching returns wrong greedy answers (decode attention scratch buffers without a batch
+//! dimension), so on CPU the engine sends one request at a time by default; `self_check`
+//! compares concurrent with one-at-a-time answers on the loaded model and the worker keeps
+//! batching only when they agree.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::job::PromptMode;
+use mistralrs::{
+    GgufModelBuilder, Model, ModelDType, NormalRequest, Request, RequestBuilder, RequestMessage,
+    Response, SamplingParams, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
+};
+use tokio::sync::{RwLock, Semaphore};
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    Auto,
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// CUDA when this binary was built with it, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// How to load and drive the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Hub id, local model directory, or `.gguf` file.
+    pub weights: String,
+    pub dtype: DtypeArg,
+    pub device: DeviceArg,
+    /// Sequences the engine schedules at once.
+    pub max_num_seqs: usize,
+    /// Requests sent to the engine at once [default: 1 on CPU, `max_num_seqs` on CUDA].
+    pub concurrency: Option<usize>,
+    pub no_kv_cache: bool,
+    pub paged_attn: bool,
+    pub paged_block_size: usize,
+    pub gpu_mem_util: f32,
+}
+
+impl EngineOptions {
+    pub fn new(weights: impl Into<String>) -> Self {
+        Self {
+            weights: weights.into(),
+            dtype: DtypeArg::Auto,
+            device: DeviceArg::Auto,
+            max_num_seqs: 32,
+            concurrency: None,
+            no_kv_cache: false,
+            paged_attn: true,
+            paged_block_size: 32,
+            gpu_mem_util: 0.9,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("--device cuda: this conftag-infer was built without CUDA (rebuild with `--features cuda`, see docs/gpu.md)")]
+    CudaNotBuilt,
+    #[error("{path}: no weights found (expected model.safetensors, model-00001-of-0000N.safetensors or a .gguf file)")]
+    NoWeights { path: PathBuf },
+    #[error("cannot load model `{model}` from {origin}: {detail}")]
+    Load {
+        model: String,
+        origin: String,
+        detail: String,
+    },
+}
+
+/// What generating one row produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub text: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub finish_reason: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GenerateError {
+    /// This row cannot run (prompt too long, empty, rejected): recorded on the row.
+    #[error("{0}")]
+    Row(String),
+    /// The engine failed: the shard is retried.
+    #[error("engine error: {0}")]
+    Engine(String),
+}
+
+pub struct MistralEngine {
+    model: Arc<Model>,
+    name: String,
+    max_ctx: Option<usize>,
+    slots: RwLock<Arc<Semaphore>>,
+    on_gpu: bool,
+}
+
+impl std::fmt::Debug for MistralEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MistralEngine")
+            .field("model", &self.name)
+            .field("max_ctx", &self.max_ctx)
+            .field("on_gpu", &self.on_gpu)
+            .finish()
+    }
+}
+
+fn dtype(d: DtypeArg) -> ModelDType {
+    match d {
+        DtypeArg::Auto => ModelDType::Auto,
+        DtypeArg::F32 => ModelDType::F32,
+        DtypeArg::F16 => ModelDType::F16,
+        DtypeArg::Bf16 => ModelDType::BF16,
+    }
+}
+
+fn has_safetensors(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.ends_with(".safetensors") || n.ends_with(".bin") || n.ends_with(".pth")
+            })
+        })
+        .unwrap_or(false)
+}
+
+impl MistralEngine {
+    pub async fn load(opts: &EngineOptions) -> Result<Self, EngineError> {
+        let cuda_built = cfg!(feature = "cuda");
+        let on_gpu = match opts.device {
+            DeviceArg::Cuda if !cuda_built => return Err(EngineError::CudaNotBuilt),
+            DeviceArg::Cuda => true,
+            DeviceArg::Cpu => false,
+            DeviceArg::Auto => cuda_built,
+        };
+        if opts.paged_attn && !on_gpu {
+            info!("PagedAttention needs the CUDA engine; using the plain KV cache on CPU");
+        }
+        let paged = if opts.paged_attn && on_gpu {
+            Some(
+                mistralrs::PagedAttentionMetaBuilder::default()
+                    .with_block_size(opts.paged_block_size)
+                    .with_gpu_memory(mistralrs::MemoryGpuConfig::Utilization(opts.gpu_mem_util))
+                    .build()
+                    .map_err(|e| EngineError::Load {
+                        model: opts.weights.clone(),
+                        origin: "PagedAttention settings".into(),
+                        detail: e.to_string(),
+                    })?,
+            )
+        } else {
+            None
+        };
+        let path = Path::new(&opts.weights);
+        let token_source = match std::env::var("HF_TOKEN") {
+            Ok(t) if !t.is_empty() => TokenSource::EnvVar("HF_TOKEN".into()),
+            _ => TokenSource::None,
+        };
+        let (origin, result) = if path.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            let dir = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_string_lossy()
+                .to_string();
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let mut b = GgufModelBuilder::new(dir, vec![file])
+                .with_max_num_seqs(opts.max_num_seqs)
+                .with_prefix_cache_n(None)
+                .with_token_source(token_source);
+            if !on_gpu {
+                b = b.with_force_cpu();
+            }
+            if opts.no_kv_cache {
+                b = b.with_no_kv_cache();
+            }
+            if let Some(p) = paged {
+                b = b.with_paged_attn(p);
+            }
+            (format!("GGUF file {}", path.display()), b.build().await)
+        } else {
+            let origin = if path.is_dir() {
+                if !has_safetensors(path) {
+                    return Err(EngineError::NoWeights {
+                        path: path.to_owned(),
+                    });
+                }
+                format!("directory {}", path.display())
+            } else if path.exists() {
+                return Err(EngineError::NoWeights {
+                    path: path.to_owned(),
+                });
+            } else {
+                format!(
+                    "the Hugging Face hub ({}/{})",
+                    common::dataset::hub::endpoint().trim_end_matches('/'),
+                    opts.weights
+                )
+            };
+            let weights = if path.is_dir() {
+                std::fs::canonicalize(path)
+                    .map(|p| p.to_string_lossy().to_string())
+                    .unwrap_or_else(|_| opts.weights.clone())
+            } else {
+                opts.weights.clone()
+            };
+            let mut b = TextModelBuilder::new(weights)
+                .with_dtype(dtype(opts.dtype))
+                .with_max_num_seqs(opts.max_num_seqs)
+                .with_prefix_cache_n(None)
+                .with_token_source(token_source);
+            if !on_gpu {
+                b = b.with_force_cpu();
+            }
+            if opts.no_kv_cache {
+                b = b.with_no_kv_cache();
+            }
+            if let Some(p) = paged {
+                b = b.with_paged_attn(p);
+            }
+            (origin, b.build().await)
+        };
+        let model = result.map_err(|e| EngineError::Load {
+            model: opts.weights.clone(),
+            origin,
+            detail: format!("{e:#}"),
+        })?;
+        let max_ctx = model.max_sequence_length().ok().flatten();
+        let concurrency = opts
+            .concurrency
+            .unwrap_or(if on_gpu { opts.max_num_seqs } else { 1 })
+            .max(1);
+        info!(model = %opts.weights, ?max_ctx, concurrency, on_gpu, "model loaded");
+        Ok(Self {
+            model: Arc::new(model),
+            name: opts.weights.clone(),
+            max_ctx,
+            slots: RwLock::new(Arc::new(Semaphore::new(concurrency))),
+            on_gpu,
+        })
+    }
+
+    pub fn max_context(&self) -> Option<usize> {
+        self.max_ctx
+    }
+
+    pub fn on_gpu(&self) -> bool {
+        self.on_gpu
+    }
+
+    /// Change how many requests go to the engine at once.
+    pub async fn set_concurrency(&self, n: usize) {
+        *self.slots.write().await = Arc::new(Semaphore::new(n.max(1)));
+    }
+
+    /// Number of prompt tokens as the engine will see them (raw mode).
+    pub async fn count_tokens(&self, prompt: &str) -> Result<usize, GenerateError> {
+        self.model
+            .tokenize(
+                either::Either::Right(prompt.to_owned()),
+                None,
+                true,
+                false,
+                None,
+            )
+            .await
+            .map(|t| t.len())
+            .map_err(|e| GenerateError::Engine(format!("tokenize: {e}")))
+    }
+
+    /// Generate greedily for one row.
+    pub async fn generate(
+        &self,
+        prompt: &str,
+        mode: PromptMode,
+        max_tokens: u32,
+    ) -> Result<Generation, GenerateError> {
+        let mut max_new = max_tokens as usize;
+        if mode == PromptMode::Raw {
+            if let Some(ctx) = self.max_ctx {
+                let n = self.count_tokens(prompt).await?;
+                if n >= ctx {
+                    return Err(GenerateError::Row(format!(
+                        "prompt has {n} tokens, the model's context is {ctx}"
+                    )));
+                }
+                max_new = max_new.min(ctx - n);
+            }
+        }
+        let slots = self.slots.read().await.clone();
+        let _permit = slots.acquire_owned().await.expect("semaphore open");
+        let sampling = SamplingParams {
+            temperature: Some(0.0),
+            top_k: Some(1),
+            max_len: Some(max_new),
+            ..SamplingParams::deterministic()
+        };
+        match mode {
+            PromptMode::Raw => self.raw_completion(prompt, sampling).await,
+            PromptMode::Chat => self.chat_completion(prompt, sampling).await,
+        }
+    }
+
+    async fn raw_completion(
+        &self,
+        prompt: &str,
+        sampling: SamplingParams,
+    ) -> Result<Generation, GenerateError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Response>(1);
+        let req = Request::Normal(Box::new(NormalRequest::new_simple(
+            RequestMessage::Completion {
+                text: prompt.to_owned(),
+                echo_prompt: false,
+                best_of: None,
+            },
+            sampling,
+            tx,
+            0,
+            None,
+            None,
+        )));
+        let sender = self
+            .model
+            .inner()
+            .get_sender(None)
+            .map_err(|e| GenerateError::Engine(e.to_string()))?;
+        sender
+            .send(req)
+            .await
+            .map_err(|e| GenerateError::Engine(format!("engine stopped: {e}")))?;
+        match rx.recv().await {
+            Some(Response::CompletionDone(r)) => {
+                let c = r
+                    .choices
+                    .first()
+                    .ok_or_else(|| GenerateError::Engine("completion without choices".into()))?;
+                Ok(Generation {
+                    text: c.text.trim().to_owned(),
+                    prompt_tokens: r.usage.prompt_tokens as u64,
+                    completion_tokens: r.usage.completion_tokens as u64,
+                    finish_reason: c.finish_reason.clone(),
+                })
+            }
+            Some(Response::ValidationError(e)) => Err(GenerateError::Row(e.to_string())),
+            Some(Response::CompletionModelError(msg, _)) => Err(GenerateError::Engine(msg)),
+            Some(Response::InternalError(e)) => Err(GenerateError::Engine(e.to_string())),
+            Some(_) => Err(GenerateError::Engine("unexpected engine response".into())),
+            None => Err(GenerateError::Engine(
+                "engine closed the response channel".into(),
+            )),
+        }
+    }
+
+    async fn chat_completion(
+        &self,
+        prompt: &str,
+        sampling: SamplingParams,
+    ) -> Result<Generation, GenerateError> {
+        let req =
+            RequestBuilder::from(TextMessages::new().add_message(TextMessageRole::User, prompt))
+                .set_sampling(sampling);
+        match self.model.send_chat_request(req).await {
+            Ok(r) => {
+                let c = r.choices.first().ok_or_else(|| {
+                    GenerateError::Engine("chat completion without choices".into())
+                })?;
+                Ok(Generation {
+                    text: c
+                        .message
+                        .content
+                        .clone()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                    prompt_tokens: r.usage.prompt_tokens as u64,
+                    completion_tokens: r.usage.completion_tokens as u64,
+                    finish_reason: c.finish_reason.clone(),
+                })
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("chat template") || msg.to_lowercase().contains("validation") {
+                    Err(GenerateError::Row(msg))
+                } else {
+                    Err(GenerateError::Engine(msg))
+                }
+            }
+        }
+    }
+
+    /// Send `prompts` one at a time, then all at once (bypassing the concurrency cap), and
+    /// count how many concurrent answers equal the one-at-a-time answers.
+    pub async fn self_check(
+        &self,
+        prompts: &[String],
+        max_tokens: u32,
+    ) -> Result<SelfCheck, GenerateError> {
+        let sampling = || SamplingParams {
+            temperature: Some(0.0),
+            top_k: Some(1),
+            max_len: Some(max_tokens as usize),
+            ..SamplingParams::deterministic()
+        };
+        let mut serial = Vec::new();
+        for p in prompts {
+            serial.push(self.raw_completion(p, sampling()).await?.text);
+        }
+        let concurrent =
+            futures::future::join_all(prompts.iter().map(|p| self.raw_completion(p, sampling())))
+                .await;
+        let mut matching = 0;
+        for (a, b) in serial.iter().zip(concurrent) {
+            if b.as_ref().is_ok_and(|g| &g.text == a) {
+                matching += 1;
+            }
+        }
+        Ok(SelfCheck {
+            prompts: prompts.len(),
+            matching,
+        })
+    }
+}
+
+/// Result of comparing concurrent with one-at-a-time greedy answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelfCheck {
+    pub prompts: usize,
+    pub matching: usize,
+}
+
+impl SelfCheck {
+    pub fn passed(&self) -> bool {
+        self.matching == self.prompts
+    }
+}
+
+/// Prompts of different lengths for the self-check.
+pub fn self_check_prompts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let words: Vec<String> = (0..(3 + (i * 7) % 29))
+                .map(|j| format!("w{}", (i * 31 + j * 17) % 97))
+                .collect();
+            format!("Question {i}: {}\nAnswer:", words.join(" "))
+        })
+        .collect()
+}
+
+/// Run the self-check and set the engine's concurrency from its result.
+pub async fn apply_self_check(
+    engine: &MistralEngine,
+    wanted: usize,
+) -> Result<SelfCheck, GenerateError> {
+    let report = engine.self_check(&self_check_prompts(16), 24).await?;
+    if report.passed() {
+        info!(
+            matching = report.matching,
+            prompts = report.prompts,
+            concurrency = wanted,
+            "self-check passed: batching on"
+        );
+        engine.set_concurrency(wanted).await;
+    } else {
+        warn!(
+            matching = report.matching,
+            prompts = report.prompts,
+            "self-check failed: concurrent answers differ from one-at-a-time answers; sending one request at a time"
+        );
+        engine.set_concurrency(1).await;
+    }
+    Ok(report)
+}

@@ -1,0 +1,41 @@
+#![doc = include_str!("../README.md")]
+
+pub mod cli;
+pub mod engine;
+pub mod processor;
+pub mod reference;
+pub mod tiny_model;
+
+use std::sync::Arc;
+
+use common::queue::{Queue, QueueError};
+use common::worker::{run_worker, WorkerConfig, WorkerError, WorkerStats};
+use tokio_util::sync::CancellationToken;
+
+pub use engine::{EngineOptions, MistralEngine};
+pub use processor::InferProcessor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error("self-check could not run: {0}")]
+    SelfCheck(#[from] engine::GenerateError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// Run an inference worker with a loaded engine until shutdown (or, with `exit_when_done`,
+/// until no rows are left for its model).
+pub async fn run(
+    queue: Queue,
+    engine: Arc<MistralEngine>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<Arc<WorkerStats>, InferError> {
+    let model = config.model.clone().unwrap_or_default();
+    let processor = InferProcessor::new(model, engine);
+    Ok(run_worker(queue, Arc::new(processor), config, shutdown).await?)
+}

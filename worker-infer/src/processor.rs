@@ -1,0 +1,88 @@
+//! Inference of a shard: every row goes to the engine at once (the engine's own concurrency
+//! cap decides how many run together), so rows of all held shards share the batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::job::{JobSpec, JudgeSettings};
+use common::records::PredictionRecord;
+use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
+
+use crate::engine::{GenerateError, MistralEngine};
+
+#[derive(Debug)]
+pub struct InferProcessor {
+    /// The model name jobs must carry to be served here.
+    model: String,
+    engine: Arc<MistralEngine>,
+}
+
+impl InferProcessor {
+    pub fn new(model: impl Into<String>, engine: Arc<MistralEngine>) -> Self {
+        Self {
+            model: model.into(),
+            engine,
+        }
+    }
+}
+
+impl ShardProcessor for InferProcessor {
+    fn accepts(&self, spec: &JobSpec, _judge: &JudgeSettings) -> bool {
+        spec.model == self.model
+    }
+
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+        let lease = &ctx.lease;
+        let rows = ctx
+            .queue
+            .input_rows(&lease.job, lease.start, lease.end)
+            .await?;
+        let results = futures::future::join_all(rows.iter().map(|r| {
+            self.engine
+                .generate(&r.prompt, ctx.spec.prompt_mode, ctx.spec.max_tokens)
+        }))
+        .await;
+        let mut out = ShardOutput::default();
+        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        for (row, result) in rows.iter().zip(results) {
+            let record = match result {
+                Ok(g) => {
+                    *counters.entry("infer_prompt_tokens".into()).or_default() +=
+                        g.prompt_tokens as i64;
+                    *counters
+                        .entry("infer_completion_tokens".into())
+                        .or_default() += g.completion_tokens as i64;
+                    PredictionRecord {
+                        response: g.text,
+                        question: row.question.clone(),
+                        correct_answer: row.correct_answer.clone(),
+                        prompt_tokens: g.prompt_tokens,
+                        completion_tokens: g.completion_tokens,
+                        finish_reason: g.finish_reason,
+                        error: None,
+                    }
+                }
+                Err(GenerateError::Row(msg)) => {
+                    *counters.entry("infer_row_errors".into()).or_default() += 1;
+                    PredictionRecord {
+                        response: String::new(),
+                        question: row.question.clone(),
+                        correct_answer: row.correct_answer.clone(),
+                        prompt_tokens: 0,
+                        completion_tokens: 0,
+                        finish_reason: "error".into(),
+                        error: Some(msg),
+                    }
+                }
+                Err(GenerateError::Engine(msg)) => return Err(ProcessError::Transient(msg)),
+            };
+            out.rows.push((
+                row.index,
+                serde_json::to_string(&record).expect("record serializes"),
+            ));
+        }
+        counters.insert("infer_rows".into(), rows.len() as i64);
+        out.counters = counters;
+        Ok(out)
+    }
+}

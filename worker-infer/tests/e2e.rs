@@ -1,0 +1,193 @@
+//! The whole pipeline on one machine: a real Redis, `conftag submit` of the sample rows,
+//! `conftag-infer` processes running the tiny model in mistral.rs (one killed with SIGKILL
+//! mid-run), a judge worker against the fake OpenAI-compatible server over HTTP, and
+//! `conftag export` writing the seed's files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::queue::{Queue, Stage};
+use common::redis_conn::RedisUrl;
+use common::status;
+use common::testutil::RedisServer;
+use common::worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+use worker_judge::fake::{FakeConfig, FakeServer};
+use worker_judge::openai::{ClientConfig, OpenAiClient};
+
+fn samples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/samples")
+        .join(name)
+}
+
+async fn conftag(redis: &str, args: &[&str]) -> Result<(), coordinator::CommandError> {
+    let mut argv = vec!["conftag", "--redis-url", redis];
+    argv.extend_from_slice(args);
+    coordinator::run(coordinator::cli::Cli::try_parse_from(argv).unwrap()).await
+}
+
+fn infer_worker(redis: &str, model_dir: &Path, hf_home: &Path, id: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_conftag-infer"))
+        .args(["--redis-url", redis, "--model", "tiny", "--weights"])
+        .arg(model_dir)
+        .args([
+            "--dtype",
+            "f32",
+            "--device",
+            "cpu",
+            "--lease-secs",
+            "3",
+            "--max-inflight-rows",
+            "4",
+            "--exit-when-done",
+            "--worker-id",
+            id,
+        ])
+        .env("HF_HOME", hf_home)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_infer_with_a_kill_judge_and_export() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny");
+    worker_infer::tiny_model::write_tiny_model(&model_dir, Default::default(), 7).unwrap();
+
+    let boolq = format!("boolq={}", samples("boolq.jsonl").display());
+    let medqa = format!("medqa={}", samples("medqa.jsonl").display());
+    conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "tiny",
+            "--dataset",
+            "boolq,medqa",
+            "--split",
+            "test",
+            "--data",
+            &boolq,
+            "--data",
+            &medqa,
+            "--shard-size",
+            "2",
+            "--max-tokens",
+            "24",
+        ],
+    )
+    .await
+    .unwrap();
+    let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
+    let jobs = queue.job_ids().await.unwrap();
+    assert_eq!(jobs.len(), 2);
+
+    // Export before anything ran: refused, nothing written.
+    let out = tmp.path().join("out");
+    let err = conftag(&url, &["export", "--all", "--out", out.to_str().unwrap()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not finished"), "{err}");
+    assert!(!out.exists());
+
+    // One infer worker is killed with SIGKILL once it holds a lease; a second one finishes.
+    let mut first = infer_worker(&url, &model_dir, tmp.path(), "infer-1");
+    let start = Instant::now();
+    loop {
+        let doc = status::document(&queue, &[]).await.unwrap();
+        if doc.jobs.iter().any(|j| j.shards.leased.infer > 0) {
+            break;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "first worker exited early"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "first worker never leased"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = infer_worker(&url, &model_dir, tmp.path(), "infer-2");
+    assert!(second.wait().unwrap().success());
+
+    // Judge against the fake OpenAI-compatible server over HTTP.
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let client = OpenAiClient::new(ClientConfig::new(fake.base_url(), None, "")).unwrap();
+    let processor = worker_judge::JudgeProcessor::new(Some(client), 16, None, None, 0);
+    let mut cfg = WorkerConfig::new(Stage::Judge);
+    cfg.exit_when_done = true;
+    cfg.idle_poll = Duration::from_millis(50);
+    worker_judge::run(queue.clone(), processor, cfg, CancellationToken::new())
+        .await
+        .unwrap();
+
+    let doc = status::document(&queue, &[]).await.unwrap();
+    for j in &doc.jobs {
+        assert_eq!(j.rows_inferred, j.rows, "{}", j.id);
+        assert_eq!(j.rows_judged, j.rows, "{}", j.id);
+        assert!(j.tokens_generated > 0);
+        assert_eq!(j.shards.done, j.shards.total);
+    }
+
+    conftag(&url, &["export", "--all", "--out", out.to_str().unwrap()])
+        .await
+        .unwrap();
+    let pred: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("inference/predictions/tiny_boolq_test.json")).unwrap(),
+    )
+    .unwrap();
+    let obj = pred.as_object().unwrap();
+    assert_eq!(
+        obj.keys().cloned().collect::<Vec<_>>(),
+        (0..8).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        obj["0"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["response", "question", "correct_answer"]
+    );
+    assert!(obj["1"]["correct_answer"].is_boolean());
+    let tagged: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("eval/judged/tiny_medqa_test_tagged.json")).unwrap(),
+    )
+    .unwrap();
+    let row = tagged["0"].as_object().unwrap();
+    assert_eq!(
+        row.keys().collect::<Vec<_>>(),
+        vec![
+            "response",
+            "question",
+            "correct_answer",
+            "judge_response",
+            "correct",
+            "confidence_token",
+            "tagged_response"
+        ]
+    );
+    let token = row["confidence_token"].as_str().unwrap();
+    assert!(token == "<CN_MED>" || token == "<UN_MED>");
+    assert_eq!(
+        row["tagged_response"].as_str().unwrap(),
+        format!("{} {token}", row["response"].as_str().unwrap())
+    );
+
+    // Re-export is byte-identical.
+    let before = std::fs::read(out.join("eval/judged/tiny_medqa_test_tagged.json")).unwrap();
+    conftag(&url, &["export", "--all", "--out", out.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(
+        before,
+        std::fs::read(out.join("eval/judged/tiny_medqa_test_tagged.json")).unwrap()
+    );
+}

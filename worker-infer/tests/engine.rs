@@ -1,0 +1,142 @@
+//! The real mistral.rs engine on the project's tiny random-weight Llama: correctness under
+//! concurrency against one-at-a-time answers and an independent reference forward pass,
+//! row errors, and load errors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::job::PromptMode;
+use worker_infer::engine::{DeviceArg, DtypeArg, EngineError, EngineOptions, MistralEngine};
+use worker_infer::reference::{decode_bytes, ReferenceLlama};
+use worker_infer::tiny_model::{write_tiny_model, TinyShape};
+
+fn isolate_hf_home() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("conftag-hf-{}", std::process::id()));
+        std::env::set_var("HF_HOME", dir);
+    });
+}
+
+fn options(dir: &Path) -> EngineOptions {
+    let mut o = EngineOptions::new(dir.to_string_lossy());
+    o.dtype = DtypeArg::F32;
+    o.device = DeviceArg::Cpu;
+    o
+}
+
+async fn tiny_engine(shape: TinyShape) -> (tempfile::TempDir, Arc<MistralEngine>) {
+    isolate_hf_home();
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), shape, 7).unwrap();
+    let engine = MistralEngine::load(&options(dir.path())).await.unwrap();
+    (dir, Arc::new(engine))
+}
+
+fn prompts() -> Vec<String> {
+    (0..12)
+        .map(|i| {
+            let body: String = (0..(5 + i * 3))
+                .map(|j| (b'a' + ((i * 7 + j * 3) % 26) as u8) as char)
+                .collect();
+            format!("Q{i}: {body}?\nA:")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_path_matches_the_reference_under_concurrency() {
+    let (dir, engine) = tiny_engine(TinyShape::default()).await;
+    let reference = ReferenceLlama::load(dir.path()).unwrap();
+    let max_new = 16u32;
+    let prompts = prompts();
+
+    let mut serial = Vec::new();
+    for p in &prompts {
+        serial.push(engine.generate(p, PromptMode::Raw, max_new).await.unwrap());
+    }
+    let mut reference_matches = 0;
+    for (p, g) in prompts.iter().zip(&serial) {
+        let ids: Vec<u32> = p.bytes().map(u32::from).collect();
+        let want = decode_bytes(&reference.greedy(&ids, max_new as usize));
+        assert_eq!(g.prompt_tokens as usize, ids.len(), "byte-level tokenizer");
+        if want == g.text {
+            reference_matches += 1;
+        } else {
+            eprintln!(
+                "reference differs for {p:?}: engine {:?} vs reference {want:?}",
+                g.text
+            );
+        }
+    }
+    // f32 on both sides: greedy answers agree except at rare near-ties.
+    assert!(
+        reference_matches >= prompts.len() - 1,
+        "{reference_matches}/{}",
+        prompts.len()
+    );
+
+    // Concurrent requests through the worker's engine wrapper (its CPU default serialises).
+    let concurrent = futures::future::join_all(
+        prompts
+            .iter()
+            .map(|p| engine.generate(p, PromptMode::Raw, max_new)),
+    )
+    .await;
+    for (a, b) in serial.iter().zip(concurrent) {
+        assert_eq!(a, &b.unwrap());
+    }
+
+    // What the raw engine does when it batches on CPU (reported, not asserted: it is the
+    // upstream bug the wrapper works around).
+    let check = engine.self_check(&prompts, max_new).await.unwrap();
+    eprintln!(
+        "mistral.rs batching on CPU: {}/{} concurrent answers equal one-at-a-time answers",
+        check.matching, check.prompts
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_longer_than_the_context_is_a_row_error() {
+    let shape = TinyShape {
+        max_positions: 24,
+        ..TinyShape::default()
+    };
+    let (_dir, engine) = tiny_engine(shape).await;
+    let err = engine
+        .generate(&"x".repeat(40), PromptMode::Raw, 8)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, worker_infer::engine::GenerateError::Row(ref m) if m.contains("context")),
+        "{err}"
+    );
+    let ok = engine.generate("short", PromptMode::Raw, 50).await.unwrap();
+    assert!(
+        ok.completion_tokens <= 19,
+        "generation capped by the context"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_errors_name_the_problem() {
+    isolate_hf_home();
+    let empty = tempfile::tempdir().unwrap();
+    let e = MistralEngine::load(&options(empty.path()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EngineError::NoWeights { .. }), "{e}");
+    assert!(e.to_string().contains(&empty.path().display().to_string()));
+
+    let gguf = empty.path().join("broken.gguf");
+    std::fs::write(&gguf, b"GGUF not really a model").unwrap();
+    let e = MistralEngine::load(&options(&gguf)).await.unwrap_err();
+    assert!(e.to_string().contains("broken.gguf"), "{e}");
+
+    if !cfg!(feature = "cuda") {
+        let mut o = options(empty.path());
+        o.device = DeviceArg::Cuda;
+        let e = MistralEngine::load(&o).await.unwrap_err();
+        assert!(matches!(e, EngineError::CudaNotBuilt), "{e}");
+    }
+}

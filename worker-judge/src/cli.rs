@@ -1,0 +1,160 @@
+//! The `conftag-judge` command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use common::config::{CommonArgs, Secret};
+use common::job::JudgeMode;
+use common::queue::Stage;
+use common::worker::WorkerConfig;
+
+use crate::openai::{ClientConfig, OpenAiClient, OPENAI_DEFAULT_BASE};
+use crate::processor::{JudgeProcessor, Prices};
+
+/// conftag-judge: judge finished inference shards and tag every row with a confidence token.
+///
+/// Takes every job whose judge mode it can serve. The judge model of each job comes from
+/// `conftag submit --judge-model` (or a re-judge requeue). The API key is read from
+/// OPENAI_API_KEY only.
+#[derive(Debug, Parser)]
+#[command(name = "conftag-judge", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub worker: JudgeArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a local OpenAI-compatible judge (deterministic verdicts, rate limits, faults)
+    /// for tests and demos.
+    ServeFake(FakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// OpenAI-compatible API base URL.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = OPENAI_DEFAULT_BASE)]
+    pub base_url: String,
+    /// Only take jobs with this judge mode [default: any mode this worker can serve].
+    #[arg(long, value_enum)]
+    pub mode: Option<JudgeMode>,
+    /// Judge requests in flight at once, across all shards held.
+    #[arg(long, default_value_t = 50)]
+    pub num_workers: usize,
+    /// Seconds before one judge request is abandoned and retried.
+    #[arg(long, default_value_t = 300)]
+    pub request_timeout: u64,
+    /// Retries of a failing judge request (5xx, 429, network) before the shard is retried later.
+    #[arg(long, default_value_t = 6)]
+    pub max_retries: u32,
+    /// USD per million prompt tokens [default: the judge model's list price].
+    #[arg(long)]
+    pub price_input: Option<f64>,
+    /// USD per million completion tokens [default: the judge model's list price].
+    #[arg(long)]
+    pub price_output: Option<f64>,
+    /// In hybrid mode, also send every N-th rules-decided row to the LLM to measure
+    /// agreement (0 = never).
+    #[arg(long, default_value_t = 10)]
+    pub audit_every: u64,
+    /// Rows held at once (across shards).
+    #[arg(long, default_value_t = 256)]
+    pub max_inflight_rows: u64,
+    /// Lease length in seconds (renewed every third of it).
+    #[arg(long, default_value_t = 60)]
+    pub lease_secs: u64,
+    /// Seconds in-flight shards get to finish after SIGTERM before they are released.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
+    /// Exit when no job has rows left to judge (for one-shot runs and demos).
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Worker id [default: HOST-judge-PID-RANDOM].
+    #[arg(long, env = "CONFTAG_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FakeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub addr: SocketAddr,
+    /// Milliseconds every answer takes.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Requests allowed per window (429 past it); unlimited when absent.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Rate-limit window in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub rate_window_ms: u64,
+    /// Require this bearer key (read from the environment only).
+    #[arg(long, env = "FAKE_OPENAI_REQUIRED_KEY", hide_env_values = true)]
+    pub require_key: Option<String>,
+}
+
+impl JudgeArgs {
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut c = WorkerConfig::new(Stage::Judge);
+        if let Some(id) = &self.worker_id {
+            c.id = id.clone();
+        }
+        c.max_inflight_rows = self.max_inflight_rows.max(1);
+        c.lease = Duration::from_secs(self.lease_secs.max(3));
+        c.drain_grace = Duration::from_secs(self.drain_secs);
+        c.exit_when_done = self.exit_when_done;
+        c
+    }
+
+    /// The processor; the LLM client only when a mode that needs it may be served.
+    pub fn processor(&self) -> Result<JudgeProcessor, crate::openai::ClientError> {
+        let key = Secret::from_env("OPENAI_API_KEY");
+        let wants_llm = !matches!(self.mode, Some(JudgeMode::Rules));
+        let client = if wants_llm {
+            let mut cfg = ClientConfig::new(&self.base_url, key, "");
+            cfg.request_timeout = Duration::from_secs(self.request_timeout.max(1));
+            cfg.max_retries = self.max_retries;
+            match OpenAiClient::new(cfg) {
+                Ok(c) => Some(c),
+                // Without a key a worker of no fixed mode still serves rules jobs.
+                Err(crate::openai::ClientError::MissingKey(url)) if self.mode.is_none() => {
+                    tracing::warn!("OPENAI_API_KEY is not set: this worker judges only `rules` jobs (judge API {url})");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let prices = match (self.price_input, self.price_output) {
+            (Some(i), Some(o)) => Some(Prices {
+                input_per_mtok: i,
+                output_per_mtok: o,
+            }),
+            _ => None,
+        };
+        Ok(JudgeProcessor::new(
+            client,
+            self.num_workers,
+            self.mode,
+            prices,
+            self.audit_every,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

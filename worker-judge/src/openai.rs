@@ -1,0 +1,423 @@
+//! A client for OpenAI-compatible chat completions with strict JSON-schema output, built for
+//! judging at the account's rate limit: it honours `retry-after-ms` / `retry-after`, reads
+//! `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` to pause *before* hitting 429s (one gate
+//! shared by every request of the process), retries 408/409/429/5xx and connection errors
+//! with exponential backoff and jitter, and stops on bad credentials or a spent quota.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use common::config::Secret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::prompt;
+
+pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+
+/// A verdict as the judge model returns it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Verdict {
+    pub extracted_final_answer: String,
+    pub reasoning: String,
+    pub correct: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct JudgeCall {
+    pub verdict: Verdict,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Why a judge call gave no verdict, by what the caller should do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The row cannot be judged (refusal, malformed output, request rejected): record it on
+    /// the row; retrying the shard will not help.
+    #[error("{0}")]
+    Row(String),
+    /// The service is failing or rate-limiting beyond the retry budget: retry the shard later.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Credentials or quota: no call can succeed; the worker must stop.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Shared pause: set by 429s and by rate-limit headers that say the budget is spent.
+#[derive(Debug, Default)]
+pub struct RateGate {
+    until: Mutex<Option<Instant>>,
+}
+
+impl RateGate {
+    pub async fn wait(&self) {
+        let until = *self.until.lock().await;
+        if let Some(t) = until {
+            if t > Instant::now() {
+                tokio::time::sleep_until(t).await;
+            }
+        }
+    }
+    pub async fn pause_for(&self, d: Duration) {
+        let t = Instant::now() + d;
+        let mut g = self.until.lock().await;
+        if g.is_none_or(|cur| cur < t) {
+            *g = Some(t);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub request_timeout: Duration,
+    /// Retries of transient errors per row before the shard attempt is given up.
+    pub max_retries: u32,
+    /// Retries of malformed / refused / truncated answers per row before it is a row error.
+    pub max_content_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: Option<Secret>,
+        model: impl Into<String>,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key,
+            model: model.into(),
+            request_timeout: Duration::from_secs(300),
+            max_retries: 6,
+            max_content_retries: 2,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid judge base URL `{url}`: {detail} (set --base-url / OPENAI_BASE_URL to e.g. https://api.openai.com/v1)")]
+    BadUrl { url: String, detail: String },
+    #[error("OPENAI_API_KEY is not set: the judge at {0} needs it. Set it, point OPENAI_BASE_URL at a server that needs no key, or use --mode rules")]
+    MissingKey(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiClient {
+    http: reqwest::Client,
+    config: Arc<ClientConfig>,
+    endpoint: String,
+    gate: Arc<RateGate>,
+}
+
+impl OpenAiClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let parsed = url::Url::parse(&config.base_url).map_err(|e| ClientError::BadUrl {
+            url: config.base_url.clone(),
+            detail: e.to_string(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(ClientError::BadUrl {
+                url: config.base_url.clone(),
+                detail: "expected an http(s) URL with a host".into(),
+            });
+        }
+        let is_openai = parsed.host_str() == Some("api.openai.com");
+        if is_openai && config.api_key.is_none() {
+            return Err(ClientError::MissingKey(config.base_url.clone()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let endpoint = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        Ok(Self {
+            http,
+            config: Arc::new(config),
+            endpoint,
+            gate: Arc::new(RateGate::default()),
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    fn backoff(&self) -> backoff::ExponentialBackoff {
+        backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.config.backoff_base)
+            .with_max_interval(self.config.backoff_max)
+            .with_randomization_factor(0.5)
+            .with_max_elapsed_time(None)
+            .build()
+    }
+
+    /// Judge one rendered prompt with `model` (the job's judge model).
+    pub async fn judge(&self, model: &str, user_prompt: &str) -> Result<JudgeCall, CallError> {
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": user_prompt}],
+            "response_format": prompt::response_format(),
+        });
+        let mut backoff = self.backoff();
+        let mut transient_failures = 0u32;
+        let mut content_failures = 0u32;
+        loop {
+            self.gate.wait().await;
+            let mut req = self.http.post(&self.endpoint).json(&body);
+            if let Some(key) = &self.config.api_key {
+                req = req.bearer_auth(key.expose());
+            }
+            let outcome = match req.send().await {
+                Err(e) => {
+                    Attempt::Transient(format!("judge request failed: {}", without_url(&e)), None)
+                }
+                Ok(resp) => self.read_response(resp).await,
+            };
+            match outcome {
+                Attempt::Done(call) => return Ok(call),
+                Attempt::Fatal(m) => return Err(CallError::Fatal(m)),
+                Attempt::Row(m) => return Err(CallError::Row(m)),
+                Attempt::Content(m) => {
+                    content_failures += 1;
+                    debug!(error = %m, content_failures, "unusable judge answer");
+                    if content_failures > self.config.max_content_retries {
+                        return Err(CallError::Row(m));
+                    }
+                }
+                Attempt::Transient(m, retry_after) => {
+                    transient_failures += 1;
+                    if transient_failures > self.config.max_retries {
+                        return Err(CallError::Transient {
+                            message: format!(
+                                "{m} (gave up after {} retries)",
+                                self.config.max_retries
+                            ),
+                            retry_after,
+                        });
+                    }
+                    let wait = retry_after.unwrap_or_else(|| {
+                        backoff.next_backoff().unwrap_or(self.config.backoff_max)
+                    });
+                    debug!(error = %m, retry_in = ?wait, "judge call will be retried");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn read_response(&self, resp: reqwest::Response) -> Attempt {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let retry_after = retry_after(&headers);
+        if let Some(pause) = ratelimit_pause(&headers) {
+            self.gate.pause_for(pause).await;
+        }
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                return Attempt::Transient(
+                    format!("reading judge answer: {}", without_url(&e)),
+                    retry_after,
+                )
+            }
+        };
+        match status {
+            200 => parse_success(&text),
+            401 | 403 => Attempt::Fatal(format!(
+                "the judge API refused the credentials (HTTP {status}): check OPENAI_API_KEY"
+            )),
+            429 => {
+                let code = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if code == "insufficient_quota" {
+                    return Attempt::Fatal(
+                        "the judge API account has no quota left (insufficient_quota)".into(),
+                    );
+                }
+                let pause = retry_after.unwrap_or(Duration::from_secs(1));
+                self.gate.pause_for(pause).await;
+                warn!(retry_after = ?pause, "judge rate limited (429)");
+                Attempt::Transient("rate limited (HTTP 429)".into(), Some(pause))
+            }
+            408 | 409 | 500..=599 => {
+                Attempt::Transient(format!("judge API error (HTTP {status})"), retry_after)
+            }
+            _ => Attempt::Row(format!(
+                "judge API rejected the request (HTTP {status}): {}",
+                text.chars().take(300).collect::<String>()
+            )),
+        }
+    }
+}
+
+enum Attempt {
+    Done(JudgeCall),
+    Transient(String, Option<Duration>),
+    Content(String),
+    Row(String),
+    Fatal(String),
+}
+
+/// reqwest errors print the URL; keep messages short and free of query strings.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "transport error"
+    };
+    kind.to_owned()
+}
+
+fn parse_success(text: &str) -> Attempt {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Attempt::Content(format!("judge answer is not JSON: {e}")),
+    };
+    let choice = &v["choices"][0];
+    if choice.is_null() {
+        return Attempt::Content("judge answer has no choices".into());
+    }
+    if let Some(refusal) = choice["message"]["refusal"].as_str() {
+        return Attempt::Content(format!("judge refused: {refusal}"));
+    }
+    if choice["finish_reason"].as_str() == Some("length") {
+        return Attempt::Content("judge answer was cut off (finish_reason=length)".into());
+    }
+    let Some(content) = choice["message"]["content"].as_str() else {
+        return Attempt::Content("judge answer has no content".into());
+    };
+    let verdict: Verdict = match serde_json::from_str(content) {
+        Ok(v) => v,
+        Err(e) => return Attempt::Content(format!("judge answer does not fit the schema: {e}")),
+    };
+    if verdict.correct != "yes" && verdict.correct != "no" {
+        return Attempt::Content(format!(
+            "judge answer does not fit the schema: correct = {:?}",
+            verdict.correct
+        ));
+    }
+    Attempt::Done(JudgeCall {
+        verdict,
+        prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+    })
+}
+
+/// `retry-after-ms` (milliseconds) or `retry-after` (seconds).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 600.0)));
+    }
+    get("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 600.0)))
+}
+
+/// When the headers say the request or token budget is spent, how long until it resets.
+pub fn ratelimit_pause(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut pause: Option<Duration> = None;
+    for (remaining, reset, low) in [
+        (
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            0u64,
+        ),
+        (
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+            1000u64,
+        ),
+    ] {
+        let Some(left) = get(remaining).and_then(|v| v.trim().parse::<u64>().ok()) else {
+            continue;
+        };
+        if left <= low {
+            if let Some(d) = get(reset).and_then(parse_reset) {
+                pause = Some(pause.map_or(d, |p| p.max(d)));
+            }
+        }
+    }
+    pause
+}
+
+/// OpenAI's reset format: `1s`, `6m0s`, `120ms`, `1h2m3.5s`.
+pub fn parse_reset(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let value: f64 = num.parse().ok()?;
+        num.clear();
+        any = true;
+        total += match c {
+            'h' => value * 3600.0,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                value / 1000.0
+            }
+            'm' => value * 60.0,
+            's' => value,
+            _ => return None,
+        };
+    }
+    if !num.is_empty() {
+        total += num.parse::<f64>().ok()?;
+        any = true;
+    }
+    any.then(|| Duration::from_secs_f64(total.min(600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_durations_parse() {
+        assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("120ms"), Some(Duration::from_millis(120)));
+        assert_eq!(parse_reset("1m30.5s"), Some(Duration::from_secs_f64(90.5)));
+        assert_eq!(parse_reset("x"), None);
+    }
+
+    #[test]
+    fn missing_key_for_openai_is_an_error_naming_the_fix() {
+        let e = OpenAiClient::new(ClientConfig::new(OPENAI_DEFAULT_BASE, None, "m")).unwrap_err();
+        assert!(e.to_string().contains("OPENAI_API_KEY") && e.to_string().contains("--mode rules"));
+        let e = OpenAiClient::new(ClientConfig::new("not a url", None, "m")).unwrap_err();
+        assert!(e.to_string().contains("not a url"));
+    }
+}

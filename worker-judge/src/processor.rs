@@ -1,0 +1,292 @@
+//! Judging a shard: every row of the shard is judged (rules, LLM, or both in hybrid mode)
+//! with at most `num_workers` LLM calls in flight across all shards of the process, then
+//! tagged exactly as the seed did.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::dataset::InputRow;
+use common::job::{JobSpec, JudgeMode, JudgeSettings};
+use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
+use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::Semaphore;
+
+use crate::openai::{CallError, OpenAiClient};
+use crate::prompt;
+use crate::rules;
+
+/// Price of the judge model per million tokens, in USD.
+#[derive(Debug, Clone, Copy)]
+pub struct Prices {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Prices {
+    /// Known list prices; unknown models cost what gpt-4o costs until told otherwise.
+    pub fn for_model(model: &str) -> Self {
+        let (i, o) = match model {
+            m if m.starts_with("gpt-4o-mini") => (0.15, 0.60),
+            m if m.starts_with("gpt-4.1-mini") => (0.40, 1.60),
+            m if m.starts_with("gpt-4.1") => (2.00, 8.00),
+            _ => (2.50, 10.00),
+        };
+        Self {
+            input_per_mtok: i,
+            output_per_mtok: o,
+        }
+    }
+    fn micro_usd(&self, prompt: u64, completion: u64) -> i64 {
+        (prompt as f64 * self.input_per_mtok + completion as f64 * self.output_per_mtok).round()
+            as i64
+    }
+}
+
+#[derive(Debug)]
+pub struct JudgeProcessor {
+    client: Option<OpenAiClient>,
+    in_flight: Arc<Semaphore>,
+    /// Only take jobs judged in this mode.
+    only_mode: Option<JudgeMode>,
+    prices: Option<Prices>,
+    /// In hybrid mode, every N-th row the rules decided is also sent to the LLM to measure
+    /// agreement (0 = never).
+    audit_every: u64,
+}
+
+impl JudgeProcessor {
+    pub fn new(
+        client: Option<OpenAiClient>,
+        num_workers: usize,
+        only_mode: Option<JudgeMode>,
+        prices: Option<Prices>,
+        audit_every: u64,
+    ) -> Self {
+        Self {
+            client,
+            in_flight: Arc::new(Semaphore::new(num_workers.max(1))),
+            only_mode,
+            prices,
+            audit_every,
+        }
+    }
+}
+
+/// What judging one row produced.
+#[derive(Default)]
+struct RowResult {
+    tagged: Option<TaggedRecord>,
+    counters: BTreeMap<&'static str, i64>,
+}
+
+impl ShardProcessor for JudgeProcessor {
+    fn accepts(&self, _spec: &JobSpec, judge: &JudgeSettings) -> bool {
+        if self.only_mode.is_some_and(|m| m != judge.mode) {
+            return false;
+        }
+        match judge.mode {
+            JudgeMode::Rules => true,
+            JudgeMode::Llm | JudgeMode::Hybrid => self.client.is_some(),
+            // The Batch API path is not built yet: such jobs wait for a worker that has it.
+            JudgeMode::Batch => false,
+        }
+    }
+
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+        let lease = &ctx.lease;
+        let inputs = ctx
+            .queue
+            .input_rows(&lease.job, lease.start, lease.end)
+            .await?;
+        let preds = ctx
+            .queue
+            .predictions(&lease.job, lease.start, lease.end)
+            .await?;
+        let prices = self
+            .prices
+            .unwrap_or_else(|| Prices::for_model(&ctx.judge.model));
+        let mut futs = FuturesOrdered::new();
+        for (input, pred) in inputs.iter().zip(preds.iter()) {
+            let Some(pred) = pred else {
+                return Err(ProcessError::Permanent(format!(
+                    "row {} has no prediction although its shard passed inference",
+                    input.index
+                )));
+            };
+            futs.push_back(self.judge_row(&ctx.spec, &ctx.judge, prices, input, pred));
+        }
+        let mut out = ShardOutput::default();
+        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        let mut first_error: Option<CallError> = None;
+        let mut index = lease.start;
+        while let Some(r) = futs.next().await {
+            match r {
+                Ok(row) => {
+                    for (k, v) in row.counters {
+                        *counters.entry(k.to_owned()).or_default() += v;
+                    }
+                    if let Some(t) = row.tagged {
+                        out.rows
+                            .push((index, serde_json::to_string(&t).expect("record serializes")));
+                    }
+                }
+                Err(e) => {
+                    // Fatal beats transient: keep the worst.
+                    if !matches!(first_error, Some(CallError::Fatal(_))) {
+                        first_error = Some(e);
+                    }
+                }
+            }
+            index += 1;
+        }
+        match first_error {
+            Some(CallError::Fatal(m)) => return Err(ProcessError::Fatal(m)),
+            Some(CallError::Transient {
+                message,
+                retry_after: Some(d),
+            }) => return Err(ProcessError::RetryAfter(message, d)),
+            Some(CallError::Transient { message, .. }) => {
+                return Err(ProcessError::Transient(message))
+            }
+            Some(CallError::Row(_)) | None => {}
+        }
+        out.counters = counters;
+        Ok(out)
+    }
+}
+
+impl JudgeProcessor {
+    async fn call_llm(
+        &self,
+        judge: &JudgeSettings,
+        spec: &JobSpec,
+        input: &InputRow,
+        pred: &PredictionRecord,
+        prices: Prices,
+        counters: &mut BTreeMap<&'static str, i64>,
+    ) -> Result<Result<JudgeResponse, String>, CallError> {
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| CallError::Fatal("no judge API configured".into()))?;
+        let _permit = self.in_flight.acquire().await.expect("semaphore open");
+        let rendered = prompt::render(spec.dataset, input, &pred.response);
+        match client.judge(&judge.model, &rendered).await {
+            Ok(call) => {
+                *counters.entry("judge_llm_calls").or_default() += 1;
+                *counters.entry("judge_prompt_tokens").or_default() += call.prompt_tokens as i64;
+                *counters.entry("judge_completion_tokens").or_default() +=
+                    call.completion_tokens as i64;
+                *counters.entry("judge_cost_micro_usd").or_default() +=
+                    prices.micro_usd(call.prompt_tokens, call.completion_tokens);
+                Ok(Ok(JudgeResponse {
+                    correct_answer: input.correct_answer.clone(),
+                    model_answer: call.verdict.extracted_final_answer,
+                    reasoning: call.verdict.reasoning,
+                    correct: call.verdict.correct,
+                }))
+            }
+            Err(CallError::Row(m)) => {
+                *counters.entry("judge_llm_calls").or_default() += 1;
+                Ok(Err(m))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn judge_row(
+        &self,
+        spec: &JobSpec,
+        judge: &JudgeSettings,
+        prices: Prices,
+        input: &InputRow,
+        pred: &PredictionRecord,
+    ) -> Result<RowResult, CallError> {
+        let mut result = RowResult::default();
+        result.counters.insert("judge_rows", 1);
+        let provenance = |by: &str| Provenance {
+            judged_by: by.to_owned(),
+            judge_model: if by == "rules" {
+                "rules".to_owned()
+            } else {
+                judge.model.clone()
+            },
+            judge_prompt_sha: prompt::template_sha(),
+        };
+        if let Some(err) = &pred.error {
+            result.counters.insert("judge_errors", 1);
+            result.tagged = Some(TaggedRecord::unjudged(
+                pred,
+                format!("inference failed for this row: {err}"),
+                provenance("none"),
+            ));
+            return Ok(result);
+        }
+        let rules_verdict = || {
+            rules::judge(spec.dataset, input, &pred.response).map(|v| JudgeResponse {
+                correct_answer: input.correct_answer.clone(),
+                model_answer: v.extracted,
+                reasoning: v.reasoning,
+                correct: if v.correct { "yes" } else { "no" }.into(),
+            })
+        };
+        let (verdict, by) = match judge.mode {
+            JudgeMode::Rules => {
+                let v = rules_verdict().unwrap_or_else(|| {
+                    let u = rules::undecided(spec.dataset);
+                    JudgeResponse {
+                        correct_answer: input.correct_answer.clone(),
+                        model_answer: u.extracted,
+                        reasoning: u.reasoning,
+                        correct: "no".into(),
+                    }
+                });
+                result.counters.insert("judge_rules_decided", 1);
+                (Ok(v), "rules")
+            }
+            JudgeMode::Hybrid => match rules_verdict() {
+                Some(v) => {
+                    result.counters.insert("judge_rules_decided", 1);
+                    if self.audit_every > 0 && input.index.is_multiple_of(self.audit_every) {
+                        let llm = self
+                            .call_llm(judge, spec, input, pred, prices, &mut result.counters)
+                            .await?;
+                        if let Ok(l) = llm {
+                            let key = if l.correct == v.correct {
+                                "judge_rules_llm_agree"
+                            } else {
+                                "judge_rules_llm_disagree"
+                            };
+                            result.counters.insert(key, 1);
+                        }
+                    }
+                    (Ok(v), "rules")
+                }
+                None => (
+                    self.call_llm(judge, spec, input, pred, prices, &mut result.counters)
+                        .await?,
+                    "llm",
+                ),
+            },
+            JudgeMode::Llm | JudgeMode::Batch => (
+                self.call_llm(judge, spec, input, pred, prices, &mut result.counters)
+                    .await?,
+                "llm",
+            ),
+        };
+        match verdict {
+            Ok(v) => {
+                if v.correct == "yes" {
+                    result.counters.insert("judge_correct", 1);
+                }
+                result.tagged = Some(TaggedRecord::tag(spec.dataset, pred, v, provenance(by)));
+            }
+            Err(msg) => {
+                result.counters.insert("judge_errors", 1);
+                result.tagged = Some(TaggedRecord::unjudged(pred, msg, provenance(by)));
+            }
+        }
+        Ok(result)
+    }
+}

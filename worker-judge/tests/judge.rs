@@ -1,0 +1,437 @@
+//! Judge workers end to end: a real Redis, the project's fake OpenAI-compatible server over
+//! real HTTP on loopback, and inference results written through the queue as an infer
+//! worker would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::dataset::{load_split, Dataset, DatasetSource};
+use common::job::{rows_digest, JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
+use common::queue::{CompleteOutcome, Queue, Stage};
+use common::records::{PredictionRecord, TaggedRecord};
+use common::redis_conn::RedisUrl;
+use common::status;
+use common::testutil::RedisServer;
+use common::worker::{WorkerConfig, WorkerError};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use worker_judge::fake::{FakeConfig, FakeServer, Fault};
+use worker_judge::openai::{ClientConfig, OpenAiClient};
+use worker_judge::{JudgeError, JudgeProcessor};
+
+fn samples(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/samples")
+        .join(name)
+}
+
+/// Submit the BoolQ sample rows and answer them as an infer worker would: rows with an even
+/// index say the right answer, odd ones the wrong one.
+async fn job_with_predictions(queue: &Queue, mode: JudgeMode, shard: u64) -> JobId {
+    let rows = load_split(
+        Dataset::Boolq,
+        &DatasetSource::File {
+            path: samples("boolq.jsonl"),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let spec = JobSpec {
+        model: "fake-model".into(),
+        dataset: Dataset::Boolq,
+        split: "test".into(),
+        source: "samples".into(),
+        rows: rows.len() as u64,
+        max_tokens: 128,
+        prompt_mode: PromptMode::Raw,
+        rows_digest: rows_digest(&rows),
+    };
+    let judge = JudgeSettings {
+        model: "gpt-4o-2024-08-06".into(),
+        mode,
+    };
+    queue.submit(&spec, &judge, &rows, shard, 5).await.unwrap();
+    let id = spec.id();
+    while let Some(lease) = queue
+        .claim(&id, Stage::Infer, "fake-infer", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        let mut out = Vec::new();
+        for r in &rows[lease.start as usize..lease.end as usize] {
+            let truth = r.correct_answer.as_bool().unwrap();
+            let says = if r.index % 2 == 0 { truth } else { !truth };
+            let p = PredictionRecord {
+                response: format!("{}. The passage says so.", if says { "Yes" } else { "No" }),
+                question: r.question.clone(),
+                correct_answer: r.correct_answer.clone(),
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                finish_reason: "stop".into(),
+                error: None,
+            };
+            out.push((r.index, serde_json::to_string(&p).unwrap()));
+        }
+        let counters = [("infer_rows".to_owned(), lease.rows() as i64)].into();
+        assert_eq!(
+            queue.complete(&lease, &counters, &out).await.unwrap(),
+            CompleteOutcome::Stored
+        );
+    }
+    id
+}
+
+fn config() -> WorkerConfig {
+    let mut c = WorkerConfig::new(Stage::Judge);
+    c.exit_when_done = true;
+    c.lease = Duration::from_secs(5);
+    c.idle_poll = Duration::from_millis(50);
+    c.retry_base = Duration::from_millis(50);
+    c.retry_max = Duration::from_millis(200);
+    c.drain_grace = Duration::from_secs(2);
+    c
+}
+
+fn client(base: &str, key: Option<&str>) -> OpenAiClient {
+    let mut cfg = ClientConfig::new(base, key.map(common::config::Secret::new), "");
+    cfg.backoff_base = Duration::from_millis(20);
+    cfg.backoff_max = Duration::from_millis(100);
+    cfg.request_timeout = Duration::from_secs(2);
+    cfg.max_retries = 4;
+    OpenAiClient::new(cfg).unwrap()
+}
+
+async fn run_judge(queue: &Queue, processor: JudgeProcessor) -> Result<(), JudgeError> {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        worker_judge::run(queue.clone(), processor, config(), CancellationToken::new()),
+    )
+    .await
+    .expect("judge worker finished in time")
+    .map(|_| ())
+}
+
+async fn tagged(queue: &Queue, id: &JobId) -> Vec<TaggedRecord> {
+    queue
+        .tagged(id, 0, 8)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.expect("every row tagged"))
+        .collect()
+}
+
+async fn fault(server: &FakeServer, f: Fault, count: u64) {
+    reqwest::Client::new()
+        .post(format!("http://{}/admin/faults", server.addr))
+        .json(&json!({"fault": f, "count": count}))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn llm_mode_judges_and_tags_every_row_like_the_seed() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeConfig {
+            api_key: Some("sk-test-123".into()),
+            latency: Duration::from_millis(20),
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 3).await;
+    let p = JudgeProcessor::new(
+        Some(client(&fake.base_url(), Some("sk-test-123"))),
+        50,
+        None,
+        None,
+        0,
+    );
+    run_judge(&queue, p).await.unwrap();
+    let rows = tagged(&queue, &id).await;
+    for (i, t) in rows.iter().enumerate() {
+        let v = t.judge_response.as_ref().expect("judged");
+        assert_eq!(t.correct, i % 2 == 0, "row {i}: {v:?}");
+        let token = if t.correct { "<CN_READ>" } else { "<UN_READ>" };
+        assert_eq!(t.confidence_token, token);
+        assert_eq!(t.tagged_response, format!("{} {token}", t.response));
+        assert_eq!(t.judged_by, "llm");
+        assert_eq!(v.correct_answer, t.correct_answer);
+    }
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_judged, st.rows_correct, st.judge.llm_calls),
+        (8, 4, 8)
+    );
+    assert!(st.judge.cost_usd > 0.0 && st.judge.prompt_tokens > 0);
+    assert_eq!(st.accuracy, Some(0.5));
+}
+
+#[tokio::test]
+async fn rules_mode_needs_no_network_and_hybrid_saves_calls() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Rules, 4).await;
+    run_judge(&queue, JudgeProcessor::new(None, 4, None, None, 0))
+        .await
+        .unwrap();
+    let rows = tagged(&queue, &id).await;
+    assert!(rows.iter().all(|t| t.judged_by == "rules"));
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_correct, st.judge.rules_decided, st.judge.llm_calls),
+        (4, 8, 0)
+    );
+
+    // Hybrid on the same answers: rules decide all 8; every 2nd row is audited by the LLM.
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    // Same rows under another model name: another job.
+    let id2 = job_with_predictions_named(&queue, "hybrid-model", JudgeMode::Hybrid).await;
+    run_judge(
+        &queue,
+        JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 2),
+    )
+    .await
+    .unwrap();
+    let st = status::job_status(&queue, &id2).await.unwrap();
+    assert_eq!(st.judge.rules_decided, 8);
+    assert_eq!(
+        st.judge.llm_calls, 4,
+        "only the audited rows reached the LLM"
+    );
+    assert_eq!(st.judge.rules_llm_agree, 4);
+    assert_eq!(st.judge.rules_llm_disagree, 0);
+}
+
+async fn job_with_predictions_named(queue: &Queue, model: &str, mode: JudgeMode) -> JobId {
+    // Re-submit the sample under another model name, answered the same way.
+    let rows = load_split(
+        Dataset::Boolq,
+        &DatasetSource::File {
+            path: samples("boolq.jsonl"),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let spec = JobSpec {
+        model: model.into(),
+        dataset: Dataset::Boolq,
+        split: "test".into(),
+        source: "samples".into(),
+        rows: rows.len() as u64,
+        max_tokens: 128,
+        prompt_mode: PromptMode::Raw,
+        rows_digest: rows_digest(&rows),
+    };
+    let judge = JudgeSettings {
+        model: "gpt-4o-2024-08-06".into(),
+        mode,
+    };
+    queue.submit(&spec, &judge, &rows, 8, 5).await.unwrap();
+    let id = spec.id();
+    let lease = queue
+        .claim(&id, Stage::Infer, "x", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let out: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            let truth = r.correct_answer.as_bool().unwrap();
+            let says = if r.index % 2 == 0 { truth } else { !truth };
+            let p = PredictionRecord {
+                response: if says { "yes".into() } else { "no".into() },
+                question: r.question.clone(),
+                correct_answer: r.correct_answer.clone(),
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                finish_reason: "stop".into(),
+                error: None,
+            };
+            (r.index, serde_json::to_string(&p).unwrap())
+        })
+        .collect();
+    let counters = [("infer_rows".to_owned(), 8)].into();
+    queue.complete(&lease, &counters, &out).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn rate_limit_storms_5xx_garbage_and_hangs_are_ridden_out() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeConfig {
+            rate_limit: Some(4),
+            rate_window: Duration::from_millis(300),
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 2).await;
+    fault(&fake, Fault::ServerError, 3).await;
+    let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 8, None, None, 0);
+    let fake_addr = fake.addr;
+    let injector = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let c = reqwest::Client::new();
+        for (f, n) in [
+            (Fault::RateLimit, 4u64),
+            (Fault::Garbage, 2),
+            (Fault::Hang, 1),
+            (Fault::BadSchema, 1),
+        ] {
+            c.post(format!("http://{fake_addr}/admin/faults"))
+                .json(&json!({"fault": f, "count": n}))
+                .send()
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    run_judge(&queue, p).await.unwrap();
+    injector.await.unwrap();
+    let rows = tagged(&queue, &id).await;
+    assert!(rows.iter().all(|t| t.judge_response.is_some()), "{rows:?}");
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_judged, st.rows_correct, st.rows_judge_errors),
+        (8, 4, 0)
+    );
+    let stats: serde_json::Value = reqwest::get(format!("http://{}/admin/stats", fake.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["rate_limited"].as_u64().unwrap() + stats["faults"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn refusals_become_row_errors_not_wrong_answers() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
+    fault(&fake, Fault::Refusal, 0).await;
+    run_judge(
+        &queue,
+        JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0),
+    )
+    .await
+    .unwrap();
+    let rows = tagged(&queue, &id).await;
+    assert!(rows.iter().all(|t| t.judge_response.is_none()));
+    assert!(rows[0].judge_error.as_deref().unwrap().contains("refused"));
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_judged, st.rows_judge_errors, st.accuracy),
+        (8, 8, None)
+    );
+}
+
+#[tokio::test]
+async fn spent_quota_stops_the_worker_and_releases_its_shards() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 4).await;
+    fault(&fake, Fault::Quota, 0).await;
+    let err = run_judge(
+        &queue,
+        JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, JudgeError::Worker(WorkerError::Fatal(ref m)) if m.contains("insufficient_quota")),
+        "{err}"
+    );
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.shards.queued.judge, 2, "released, not failed");
+    assert_eq!((st.shards.failed, st.rows_judged), (0, 0));
+    let workers = status::workers(&queue).await.unwrap();
+    assert!(workers
+        .iter()
+        .any(|w| w.info.state.contains("insufficient_quota")));
+
+    // With quota back, another worker finishes the job.
+    reqwest::Client::new()
+        .delete(format!("http://{}/admin/faults", fake.addr))
+        .send()
+        .await
+        .unwrap();
+    run_judge(
+        &queue,
+        JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status::job_status(&queue, &id).await.unwrap().rows_judged,
+        8
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_fatal_and_the_key_never_reaches_redis() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeConfig {
+            api_key: Some("sk-right".into()),
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let _id = job_with_predictions(&queue, JudgeMode::Llm, 4).await;
+    let err = run_judge(
+        &queue,
+        JudgeProcessor::new(
+            Some(client(&fake.base_url(), Some("sk-wrong-secret"))),
+            4,
+            None,
+            None,
+            0,
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+    // Scan every key and value in Redis for the key.
+    let mut c = queue.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for k in keys {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&dump.unwrap_or_default()).to_string();
+        assert!(
+            !text.contains("sk-wrong-secret") && !k.contains("sk-wrong"),
+            "secret in {k}"
+        );
+    }
+}
