@@ -35,6 +35,33 @@ pub enum Command {
     Workers(WorkersArgs),
     /// Stop a job: queued shards leave the queue, workers drop its leased shards.
     Cancel(CancelArgs),
+    /// Measure the queue with processors that do no work (writes to the given Redis: use a
+    /// scratch server).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Shards/s and rows/s through both stages with W no-op workers per stage.
+    Queue {
+        /// Worker counts to try, per stage.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 2000)]
+        shards: u64,
+        #[arg(long, default_value_t = 32)]
+        rows_per_shard: u64,
+    },
+    /// Latency of `conftag status` on one big job.
+    Status {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 50)]
+        shard_size: u64,
+        #[arg(long, default_value_t = 50)]
+        repeats: usize,
+    },
 }
 
 #[derive(Debug, Args)]

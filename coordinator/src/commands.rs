@@ -12,7 +12,7 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::cli::{
-    CancelArgs, Cli, Command, ExportArgs, RequeueArgs, StageArg, StatusArgs, SubmitArgs,
+    BenchCommand, CancelArgs, Cli, Command, ExportArgs, RequeueArgs, StageArg, StatusArgs, SubmitArgs,
     WorkersArgs,
 };
 use crate::view;
@@ -40,6 +40,16 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Export(a) => export_cmd(&queue, a).await,
         Command::Workers(a) => workers(&queue, a).await,
         Command::Cancel(a) => cancel(&queue, a).await,
+        Command::Bench(BenchCommand::Queue {
+            workers,
+            shards,
+            rows_per_shard,
+        }) => crate::bench::queue_bench(&queue, &workers, shards, rows_per_shard).await,
+        Command::Bench(BenchCommand::Status {
+            rows,
+            shard_size,
+            repeats,
+        }) => crate::bench::status_bench(&queue, rows, shard_size, repeats).await,
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod bench;
 pub mod cli;
 mod commands;
 mod view;

@@ -1,0 +1,147 @@
+//! The queue against a 3-master Redis Cluster on loopback: hash tags keep each job's keys,
+//! and so every script of a job, on one slot; jobs spread over the masters.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::dataset::{Dataset, InputRow};
+use common::export::export_jobs;
+use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
+use common::queue::{CompleteOutcome, Queue, RequeueRequest, RequeueSelection, Stage};
+use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
+use common::redis_conn::RedisUrl;
+use common::status::{self, JobState};
+use common::testutil::RedisCluster;
+
+fn rows(n: u64) -> Vec<InputRow> {
+    (0..n)
+        .map(|i| InputRow {
+            index: i,
+            question: format!("q{i}"),
+            prompt: format!("p{i}"),
+            correct_answer: serde_json::json!(i % 3 == 0),
+            options: None,
+            answer_letter: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_end_to_end_on_a_cluster() {
+    let cluster = RedisCluster::start(3).expect("redis cluster");
+    let queue = Queue::connect(&RedisUrl::new(cluster.url())).await.unwrap();
+    let r = rows(10);
+    let mut ids = Vec::new();
+    for m in 0..6 {
+        let spec = JobSpec {
+            model: format!("model-{m}"),
+            dataset: Dataset::Boolq,
+            split: "test".into(),
+            source: "cluster".into(),
+            rows: 10,
+            max_tokens: 4,
+            prompt_mode: PromptMode::Raw,
+            rows_digest: rows_digest(&r),
+        };
+        queue
+            .submit(&spec, &JudgeSettings::default(), &r, 4, 3)
+            .await
+            .unwrap();
+        ids.push(spec.id());
+    }
+    assert_eq!(queue.job_ids().await.unwrap().len(), 6);
+    let lease = Duration::from_secs(30);
+    for id in &ids {
+        // A lapsed lease is reclaimed on the cluster too.
+        let dead = queue
+            .claim(id, Stage::Infer, "dead", Duration::from_millis(50))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        for stage in [Stage::Infer, Stage::Judge] {
+            while let Some(l) = queue.claim(id, stage, "w", lease).await.unwrap() {
+                let mut out = Vec::new();
+                for row in queue.input_rows(id, l.start, l.end).await.unwrap() {
+                    let p = PredictionRecord {
+                        response: "yes".into(),
+                        question: row.question.clone(),
+                        correct_answer: row.correct_answer.clone(),
+                        prompt_tokens: 1,
+                        completion_tokens: 1,
+                        finish_reason: "stop".into(),
+                        error: None,
+                    };
+                    let json = match stage {
+                        Stage::Infer => serde_json::to_string(&p).unwrap(),
+                        Stage::Judge => serde_json::to_string(&TaggedRecord::tag(
+                            Dataset::Boolq,
+                            &p,
+                            JudgeResponse {
+                                correct_answer: row.correct_answer.clone(),
+                                model_answer: "yes".into(),
+                                reasoning: "r".into(),
+                                correct: if row.correct_answer == true {
+                                    "yes"
+                                } else {
+                                    "no"
+                                }
+                                .into(),
+                            },
+                            Provenance {
+                                judged_by: "test".into(),
+                                judge_model: "t".into(),
+                                judge_prompt_sha: String::new(),
+                            },
+                        ))
+                        .unwrap(),
+                    };
+                    out.push((row.index, json));
+                }
+                let counters: BTreeMap<String, i64> =
+                    [(format!("{}_rows", stage.name()), l.rows() as i64)].into();
+                assert_eq!(
+                    queue.complete(&l, &counters, &out).await.unwrap(),
+                    CompleteOutcome::Stored
+                );
+            }
+        }
+        let counters: BTreeMap<String, i64> = [("infer_rows".to_owned(), 4)].into();
+        assert_eq!(
+            queue.complete(&dead, &counters, &[]).await.unwrap(),
+            CompleteOutcome::Stale
+        );
+        let st = status::job_status(&queue, id).await.unwrap();
+        assert_eq!(
+            (st.state, st.rows_inferred, st.rows_judged),
+            (JobState::Done, 10, 10)
+        );
+    }
+    // Re-judge one job, then export all six.
+    let out = queue
+        .requeue(
+            &ids[0],
+            &RequeueRequest {
+                selection: RequeueSelection::All,
+                target: Some(Stage::Judge),
+                force: true,
+                judge: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.requeued, 3);
+    assert_eq!(
+        status::job_status(&queue, &ids[0])
+            .await
+            .unwrap()
+            .rows_judged,
+        0
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let exported = export_jobs(&queue, &ids[1..], dir.path(), false)
+        .await
+        .unwrap();
+    assert_eq!(exported.len(), 5);
+    assert!(exported.iter().all(|e| e.tagged_rows == 10));
+}
