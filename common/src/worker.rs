@@ -179,7 +179,8 @@ async fn run_loop<P: ShardProcessor>(
     let started_ms = status::server_time_ms(&queue).await.unwrap_or(0);
     let mut tasks: JoinSet<(String, TaskEnd)> = JoinSet::new();
     let mut held: HashMap<String, Held> = HashMap::new();
-    let mut specs: HashMap<JobId, Option<(JobSpec, JudgeSettings)>> = HashMap::new();
+    let mut cache = JobCache::default();
+    let mut found_nothing = true;
     let mut renew_tick = tokio::time::interval(config.lease / 3);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = false;
@@ -272,10 +273,11 @@ async fn run_loop<P: ShardProcessor>(
                 drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
             }
             _ = tokio::time::sleep_until(next_claim), if can_claim => {
-                match claim_round(&queue, &processor, &config, &mut specs, &mut rotate, inflight_rows).await {
+                match claim_round(&queue, &processor, &config, &mut cache, &mut rotate, inflight_rows, found_nothing).await {
                     Ok((leases, idle)) => {
                         redis_backoff.reset();
                         let got = !leases.is_empty();
+                        found_nothing = !got;
                         for (lease, spec, judge) in leases {
                             let key = format!("{}/{}", lease.job, lease.shard);
                             let cancel = CancellationToken::new();
@@ -346,17 +348,60 @@ fn redis_backoff() -> backoff::ExponentialBackoff {
         .build()
 }
 
+/// Job ids and specs, re-read at most every [`JobCache::TTL`] (or when a round found
+/// nothing), so a busy worker spends its Redis round trips on claims, not on discovery.
+#[derive(Default)]
+struct JobCache {
+    ids: Vec<JobId>,
+    ids_fetched: Option<tokio::time::Instant>,
+    specs: HashMap<JobId, (Option<(JobSpec, JudgeSettings)>, tokio::time::Instant)>,
+}
+
+impl JobCache {
+    const TTL: Duration = Duration::from_secs(1);
+
+    fn fresh(t: Option<tokio::time::Instant>) -> bool {
+        t.is_some_and(|t| t.elapsed() < Self::TTL)
+    }
+
+    async fn ids(&mut self, queue: &Queue, force: bool) -> Result<Vec<JobId>, QueueError> {
+        if force || !Self::fresh(self.ids_fetched) {
+            self.ids = queue.job_ids().await?;
+            self.ids_fetched = Some(tokio::time::Instant::now());
+        }
+        Ok(self.ids.clone())
+    }
+
+    /// Judge settings can change (re-judge), so specs expire too.
+    async fn spec(
+        &mut self,
+        queue: &Queue,
+        id: &JobId,
+    ) -> Result<Option<(JobSpec, JudgeSettings)>, QueueError> {
+        if let Some((spec, at)) = self.specs.get(id) {
+            if Self::fresh(Some(*at)) {
+                return Ok(spec.clone());
+            }
+        }
+        let spec = queue.job_spec(id).await?;
+        self.specs
+            .insert(id.clone(), (spec.clone(), tokio::time::Instant::now()));
+        Ok(spec)
+    }
+}
+
 /// One pass over the jobs: claim while there is capacity. Returns the new leases and whether
 /// no accepted job has work pending for this stage (for `exit_when_done`).
 async fn claim_round<P: ShardProcessor>(
     queue: &Queue,
     processor: &Arc<P>,
     config: &WorkerConfig,
-    specs: &mut HashMap<JobId, Option<(JobSpec, JudgeSettings)>>,
+    cache: &mut JobCache,
     rotate: &mut usize,
     mut inflight_rows: u64,
+    found_nothing_last_time: bool,
 ) -> Result<(Vec<(ShardLease, JobSpec, JudgeSettings)>, bool), QueueError> {
-    let ids = queue.job_ids().await?;
+    let ids = cache.ids(queue, found_nothing_last_time).await?;
     let mut out = Vec::new();
     let mut pending_anywhere = false;
     if ids.is_empty() {
@@ -364,20 +409,13 @@ async fn claim_round<P: ShardProcessor>(
     }
     *rotate = (*rotate + 1) % ids.len();
     for id in ids.iter().cycle().skip(*rotate).take(ids.len()) {
-        // Judge settings can change (re-judge), so judge workers re-read them.
-        if config.stage == Stage::Judge || !specs.contains_key(id) {
-            let spec = queue.job_spec(id).await?;
-            specs.insert(id.clone(), spec);
-        }
-        let Some(Some((spec, judge))) = specs.get(id) else {
+        let Some((spec, judge)) = cache.spec(queue, id).await? else {
             continue;
         };
-        if !processor.accepts(spec, judge) {
+        if !processor.accepts(&spec, &judge) {
             continue;
         }
-        if pending_work(queue, id, config.stage).await? {
-            pending_anywhere = true;
-        }
+        let mut claimed_here = false;
         while inflight_rows < config.max_inflight_rows {
             match queue
                 .claim(id, config.stage, &config.id, config.lease)
@@ -385,10 +423,14 @@ async fn claim_round<P: ShardProcessor>(
             {
                 Some(lease) => {
                     inflight_rows += lease.rows();
+                    claimed_here = true;
                     out.push((lease, spec.clone(), judge.clone()));
                 }
                 None => break,
             }
+        }
+        if claimed_here || (config.exit_when_done && pending_work(queue, id, config.stage).await?) {
+            pending_anywhere = true;
         }
     }
     Ok((out, !pending_anywhere))

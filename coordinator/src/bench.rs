@@ -14,7 +14,9 @@ use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::status;
-use common::worker::{run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig};
+use common::worker::{
+    run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandError;

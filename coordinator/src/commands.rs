@@ -12,8 +12,8 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::cli::{
-    BenchCommand, CancelArgs, Cli, Command, ExportArgs, RequeueArgs, StageArg, StatusArgs, SubmitArgs,
-    WorkersArgs,
+    BenchCommand, CancelArgs, Cli, Command, ExportArgs, RequeueArgs, StageArg, StatusArgs,
+    SubmitArgs, WorkersArgs,
 };
 use crate::view;
 

@@ -33,6 +33,23 @@ pub enum Command {
     /// Serve a local OpenAI-compatible judge (deterministic verdicts, rate limits, faults)
     /// for tests and demos.
     ServeFake(FakeArgs),
+    /// Measure judge throughput against an in-process fake server (writes a scratch job to
+    /// the given Redis and deletes it after).
+    Bench {
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+        /// Milliseconds each judge answer takes.
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 50)]
+        in_flight: usize,
+        /// Requests allowed per --window-ms (429 past it).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        #[arg(long, default_value_t = 60_000)]
+        window_ms: u64,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,25 @@ async fn main() -> ExitCode {
             shutdown.cancelled().await;
             return Ok(());
         }
+        if let Some(Command::Bench {
+            rows,
+            latency_ms,
+            in_flight,
+            rate_limit,
+            window_ms,
+        }) = &cli.command
+        {
+            let queue = Queue::connect(&cli.common.redis_url()).await?;
+            return worker_judge::bench::run(
+                &queue,
+                *rows,
+                *latency_ms,
+                *in_flight,
+                *rate_limit,
+                *window_ms,
+            )
+            .await;
+        }
         let processor = cli.worker.processor()?;
         let queue = Queue::connect(&cli.common.redis_url()).await?;
         let shutdown = common::worker::shutdown_on_signals();
