@@ -40,6 +40,43 @@ pub enum Command {
         /// Random seed (same seed, same bytes).
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        #[arg(long, default_value_t = 64)]
+        hidden: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 2)]
+        kv_heads: usize,
+    },
+    /// Compare greedy answers sent all at once with answers sent one at a time on the loaded
+    /// model (no Redis); optionally write prompts and answers as JSON for other references.
+    SelfCheck {
+        #[arg(long, default_value_t = 32)]
+        prompts: usize,
+        #[arg(long, default_value_t = 48)]
+        new_tokens: u32,
+        /// Use word prompts `w5 w17 …` (for the word-level test tokenizer) of 8..200 words.
+        #[arg(long)]
+        word_prompts: bool,
+        /// Write {"prompts", "serial", "concurrent"} here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Bare engine throughput (no Redis): output tokens/s by requests in flight. Uses the
+    /// engine flags (--weights, --dtype, --device, --max-num-seqs, PagedAttention, …).
+    Bench {
+        /// Requests in flight to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        in_flight: Vec<usize>,
+        /// Rows per setting [default: 4 × in flight, at least 16].
+        #[arg(long)]
+        rows: Option<usize>,
+        /// Words per prompt (= tokens with the word-level test tokenizer).
+        #[arg(long, default_value_t = 250)]
+        prompt_words: usize,
+        #[arg(long, default_value_t = 128)]
+        new_tokens: u32,
     },
 }
 

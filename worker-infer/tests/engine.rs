@@ -33,8 +33,8 @@ async fn tiny_engine(shape: TinyShape) -> (tempfile::TempDir, Arc<MistralEngine>
     (dir, Arc::new(engine))
 }
 
-fn prompts() -> Vec<String> {
-    (0..12)
+fn prompts(n: usize) -> Vec<String> {
+    (0..n)
         .map(|i| {
             let body: String = (0..(5 + i * 3))
                 .map(|j| (b'a' + ((i * 7 + j * 3) % 26) as u8) as char)
@@ -49,7 +49,7 @@ async fn the_worker_path_matches_the_reference_under_concurrency() {
     let (dir, engine) = tiny_engine(TinyShape::default()).await;
     let reference = ReferenceLlama::load(dir.path()).unwrap();
     let max_new = 16u32;
-    let prompts = prompts();
+    let prompts = prompts(12);
 
     let mut serial = Vec::new();
     for p in &prompts {
@@ -86,14 +86,58 @@ async fn the_worker_path_matches_the_reference_under_concurrency() {
     for (a, b) in serial.iter().zip(concurrent) {
         assert_eq!(a, &b.unwrap());
     }
+}
 
-    // What the raw engine does when it batches on CPU (reported, not asserted: it is the
-    // upstream bug the wrapper works around).
+/// A head_dim-64 model and 32 prompts: the shape where mistral.rs 0.8.1's CPU batching was
+/// seen answering wrongly (21/32; 16 prompts were all right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_check_keeps_batching_off_when_it_changes_answers() {
+    let shape = TinyShape {
+        hidden: 256,
+        intermediate: 512,
+        heads: 4,
+        kv_heads: 2,
+        ..TinyShape::default()
+    };
+    let (_dir, engine) = tiny_engine(shape).await;
+    let prompts = prompts(32);
+    let max_new = 16u32;
+    let mut serial = Vec::new();
+    for p in &prompts {
+        serial.push(engine.generate(p, PromptMode::Raw, max_new).await.unwrap());
+    }
+    // The raw engine, 32 requests at once (reported: it is the upstream bug).
     let check = engine.self_check(&prompts, max_new).await.unwrap();
     eprintln!(
         "mistral.rs batching on CPU: {}/{} concurrent answers equal one-at-a-time answers",
         check.matching, check.prompts
     );
+    // --self-check: batching stays on only if it gives the one-at-a-time answers.
+    let report = worker_infer::engine::apply_self_check(&engine, 32)
+        .await
+        .unwrap();
+    let again = futures::future::join_all(
+        prompts
+            .iter()
+            .map(|p| engine.generate(p, PromptMode::Raw, max_new)),
+    )
+    .await;
+    let agree = serial
+        .iter()
+        .zip(again)
+        .filter(|(a, b)| b.as_ref().is_ok_and(|b| b == *a))
+        .count();
+    eprintln!(
+        "self-check {}/{}; worker path after it: {agree}/32",
+        report.matching, report.prompts
+    );
+    if !report.passed() {
+        assert_eq!(
+            agree,
+            prompts.len(),
+            "after a failed self-check the worker must not batch"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
