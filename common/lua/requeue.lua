@@ -13,6 +13,7 @@ local now = now_ms()
 if judge ~= '' then redis.call('HSET', JOB, 'judge', judge) end
 redis.call('HSET', JOB, 'state', 'active')
 
+-- Remove what the stages that run again produced: counters, result rows, a judge batch id.
 local function forget(id, sk, from_stage)
   local fields = redis.call('HGETALL', sk)
   local start_row = tonumber(redis.call('HGET', sk, 'start'))
@@ -27,6 +28,7 @@ local function forget(id, sk, from_stage)
       end
     end
   end
+  redis.call('DEL', P .. ':batch:' .. id)
   for row = start_row, end_row - 1 do
     redis.call('HDEL', P .. ':tagged', row)
     if from_stage == 'infer' then redis.call('HDEL', P .. ':pred', row) end

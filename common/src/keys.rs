@@ -15,6 +15,7 @@
 //! | `…:leased:<stage>` | zset | leased shard ids, scored by lease expiry (ms) |
 //! | `…:failed` | set | shard ids that used up their attempts |
 //! | `…:events` | zset | recent completions (last 10 min), for rates |
+//! | `…:batch:<n>` | string | OpenAI Batch API batch id of shard n (judge `batch` mode), so a restarted worker resumes it instead of paying twice |
 //!
 //! Two global keys live outside any job: the set of job ids and the worker registry.
 
@@ -71,6 +72,9 @@ impl JobKeys {
     }
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+    pub fn batch(&self, shard: u64) -> String {
+        format!("{}:batch:{shard}", self.prefix)
     }
     /// Every key of the job that is not per shard (for deletion and scans).
     pub fn all_fixed(&self) -> Vec<String> {

@@ -615,7 +615,7 @@ impl Queue {
         let mut c = self.conn.clone();
         let total: Option<u64> = c.hget(keys.job(), "shards_total").await?;
         for n in 0..total.unwrap_or(0) {
-            let _: () = c.del(keys.shard(n)).await?;
+            let _: () = c.del(&[keys.shard(n), keys.batch(n)]).await?;
         }
         for k in keys.all_fixed() {
             let _: () = c.del(k).await?;

@@ -90,7 +90,7 @@ pub async fn run_case(queue: &Queue, case: &BenchCase) -> anyhow::Result<BenchRe
             latency: case.latency,
             rate_limit: case.rate_limit.map(|_| limit),
             rate_window: window,
-            api_key: None,
+            ..FakeConfig::default()
         },
     )
     .await?;

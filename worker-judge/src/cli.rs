@@ -79,6 +79,9 @@ pub struct JudgeArgs {
     /// agreement (0 = never).
     #[arg(long, default_value_t = 10)]
     pub audit_every: u64,
+    /// Seconds between polls of a Batch API batch (`batch` jobs).
+    #[arg(long, default_value_t = 30)]
+    pub batch_poll_secs: u64,
     /// Rows held at once (across shards).
     #[arg(long, default_value_t = 256)]
     pub max_inflight_rows: u64,
@@ -132,6 +135,16 @@ impl JudgeArgs {
     pub fn processor(&self) -> Result<JudgeProcessor, crate::openai::ClientError> {
         let key = Secret::from_env("OPENAI_API_KEY");
         let wants_llm = !matches!(self.mode, Some(JudgeMode::Rules));
+        let batch = if wants_llm && (key.is_some() || !self.base_url.contains("api.openai.com")) {
+            crate::batch::BatchClient::new(
+                &self.base_url,
+                key.clone(),
+                Duration::from_secs(self.batch_poll_secs.max(1)),
+            )
+            .ok()
+        } else {
+            None
+        };
         let client = if wants_llm {
             let mut cfg = ClientConfig::new(&self.base_url, key, "");
             cfg.request_timeout = Duration::from_secs(self.request_timeout.max(1));
@@ -155,13 +168,17 @@ impl JudgeArgs {
             }),
             _ => None,
         };
-        Ok(JudgeProcessor::new(
+        let processor = JudgeProcessor::new(
             client,
             self.num_workers,
             self.mode,
             prices,
             self.audit_every,
-        ))
+        );
+        Ok(match batch {
+            Some(b) => processor.with_batch(b),
+            None => processor,
+        })
     }
 }
 

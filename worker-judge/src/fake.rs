@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,6 +49,8 @@ pub struct FakeConfig {
     pub rate_window: Duration,
     /// When set, requests must carry `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// How long a Batch API batch takes to complete.
+    pub batch_delay: Duration,
 }
 
 impl Default for FakeConfig {
@@ -56,6 +60,7 @@ impl Default for FakeConfig {
             rate_limit: None,
             rate_window: Duration::from_secs(60),
             api_key: None,
+            batch_delay: Duration::from_millis(200),
         }
     }
 }
@@ -66,6 +71,7 @@ pub struct FakeStats {
     pub ok: u64,
     pub rate_limited: u64,
     pub faults: u64,
+    pub batches_created: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +88,15 @@ struct Inner {
     fault: Option<(Fault, u64)>,
     recent: VecDeque<Instant>,
     stats: FakeStats,
+    files: HashMap<String, String>,
+    batches: HashMap<String, FakeBatch>,
+}
+
+#[derive(Debug)]
+struct FakeBatch {
+    input_file: String,
+    created: Instant,
+    output_file: Option<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -131,10 +146,16 @@ pub fn router(config: FakeConfig) -> Router {
         fault: None,
         recent: VecDeque::new(),
         stats: FakeStats::default(),
+        files: HashMap::new(),
+        batches: HashMap::new(),
     }));
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/files", post(upload_file))
+        .route("/v1/files/{id}/content", get(file_content))
+        .route("/v1/batches", post(create_batch))
+        .route("/v1/batches/{id}", get(get_batch))
         .route("/admin/faults", post(set_fault).delete(clear_fault))
         .route("/admin/stats", get(stats))
         .with_state(state)
@@ -336,29 +357,155 @@ async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Option<Json<Val
         Some(Fault::Length) => (Value::Null, "length", json!(content[..content.len() / 2])),
         _ => (Value::Null, "stop", json!(content)),
     };
+    s.lock().await.stats.ok += 1;
+    with_headers(Json(completion_body(&model, &user, content, refusal, finish)).into_response())
+}
+
+fn completion_body(model: &str, user: &str, content: Value, refusal: Value, finish: &str) -> Value {
     let prompt_tokens = user.split_whitespace().count() as u64;
     let completion_tokens = content.as_str().map_or(0, |c| c.split_whitespace().count()) as u64;
-    s.lock().await.stats.ok += 1;
-    with_headers(
-        Json(json!({
-            "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": refusal},
-                "finish_reason": finish,
-                "logprobs": null
-            }],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens
+    json!({
+        "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": refusal},
+            "finish_reason": finish,
+            "logprobs": null
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens
+        }
+    })
+}
+
+async fn upload_file(State(s): State<Shared>, mut form: Multipart) -> Response {
+    let mut content = None;
+    let mut purpose = String::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name() {
+            Some("purpose") => purpose = field.text().await.unwrap_or_default(),
+            Some("file") => content = field.text().await.ok(),
+            _ => {}
+        }
+    }
+    let Some(content) = content else {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_file",
+            "No file was uploaded.",
+        );
+    };
+    let id = format!("file-{}", uuid::Uuid::new_v4().simple());
+    let bytes = content.len();
+    s.lock().await.files.insert(id.clone(), content);
+    Json(json!({"id": id, "object": "file", "purpose": purpose, "bytes": bytes})).into_response()
+}
+
+async fn file_content(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.lock().await.files.get(&id) {
+        Some(text) => text.clone().into_response(),
+        None => error_body(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            "No such file.",
+        ),
+    }
+}
+
+async fn create_batch(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    let mut g = s.lock().await;
+    let input = body["input_file_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !g.files.contains_key(&input) {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_file",
+            "No such input file.",
+        );
+    }
+    let id = format!("batch_{}", uuid::Uuid::new_v4().simple());
+    g.stats.batches_created += 1;
+    g.batches.insert(
+        id.clone(),
+        FakeBatch {
+            input_file: input,
+            created: Instant::now(),
+            output_file: None,
+        },
+    );
+    Json(json!({"id": id, "object": "batch", "status": "validating", "completion_window": "24h"}))
+        .into_response()
+}
+
+async fn get_batch(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut g = s.lock().await;
+    let delay = g.config.batch_delay;
+    let (input_file, created, output) = match g.batches.get(&id) {
+        Some(b) => (b.input_file.clone(), b.created, b.output_file.clone()),
+        None => {
+            return error_body(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "not_found",
+                "No such batch.",
+            )
+        }
+    };
+    if created.elapsed() < delay {
+        return Json(json!({"id": id, "object": "batch", "status": "in_progress"})).into_response();
+    }
+    let output = match output {
+        Some(o) => o,
+        None => {
+            let input = g.files.get(&input_file).cloned().unwrap_or_default();
+            let mut lines = String::new();
+            for line in input.lines().filter(|l| !l.trim().is_empty()) {
+                let req: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                let user = req["body"]["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .and_then(|m| m["content"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                let model = req["body"]["model"].as_str().unwrap_or("gpt-4o-2024-08-06");
+                let body = completion_body(
+                    model,
+                    &user,
+                    json!(decide(&user).to_string()),
+                    Value::Null,
+                    "stop",
+                );
+                lines.push_str(
+                    &json!({
+                        "id": format!("batch_req_{}", uuid::Uuid::new_v4().simple()),
+                        "custom_id": req["custom_id"],
+                        "response": {"status_code": 200, "request_id": "req", "body": body},
+                        "error": null
+                    })
+                    .to_string(),
+                );
+                lines.push('\n');
             }
-        }))
-        .into_response(),
-    )
+            let out_id = format!("file-{}", uuid::Uuid::new_v4().simple());
+            g.files.insert(out_id.clone(), lines);
+            if let Some(b) = g.batches.get_mut(&id) {
+                b.output_file = Some(out_id.clone());
+            }
+            out_id
+        }
+    };
+    Json(json!({"id": id, "object": "batch", "status": "completed", "output_file_id": output}))
+        .into_response()
 }
 
 /// The deterministic judge: BoolQ by yes/no, MATH by boxed answers, otherwise "the response

@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
                     rate_limit: a.rate_limit,
                     rate_window: Duration::from_millis(a.rate_window_ms.max(1)),
                     api_key: a.require_key.clone(),
+                    ..FakeConfig::default()
                 },
             )
             .await?;

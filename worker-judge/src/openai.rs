@@ -298,6 +298,20 @@ fn parse_success(text: &str) -> Attempt {
         Ok(v) => v,
         Err(e) => return Attempt::Content(format!("judge answer is not JSON: {e}")),
     };
+    parse_body(&v)
+}
+
+/// A verdict from a chat-completion body (also what a Batch API result line carries).
+pub fn parse_verdict(body: &Value) -> Result<JudgeCall, String> {
+    match parse_body(body) {
+        Attempt::Done(call) => Ok(call),
+        Attempt::Content(m) | Attempt::Row(m) | Attempt::Fatal(m) | Attempt::Transient(m, _) => {
+            Err(m)
+        }
+    }
+}
+
+fn parse_body(v: &Value) -> Attempt {
     let choice = &v["choices"][0];
     if choice.is_null() {
         return Attempt::Content("judge answer has no choices".into());

@@ -12,6 +12,10 @@ use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 
+use common::keys::JobKeys;
+use common::queue::QueueError;
+
+use crate::batch::{BatchClient, BatchState};
 use crate::openai::{CallError, OpenAiClient};
 use crate::prompt;
 use crate::rules;
@@ -53,6 +57,8 @@ pub struct JudgeProcessor {
     /// In hybrid mode, every N-th row the rules decided is also sent to the LLM to measure
     /// agreement (0 = never).
     audit_every: u64,
+    /// The Batch API, for `batch` jobs.
+    batch: Option<BatchClient>,
 }
 
 impl JudgeProcessor {
@@ -69,7 +75,14 @@ impl JudgeProcessor {
             only_mode,
             prices,
             audit_every,
+            batch: None,
         }
+    }
+
+    /// Also serve `batch` jobs through this Batch API client.
+    pub fn with_batch(mut self, client: BatchClient) -> Self {
+        self.batch = Some(client);
+        self
     }
 }
 
@@ -88,8 +101,7 @@ impl ShardProcessor for JudgeProcessor {
         match judge.mode {
             JudgeMode::Rules => true,
             JudgeMode::Llm | JudgeMode::Hybrid => self.client.is_some(),
-            // The Batch API path is not built yet: such jobs wait for a worker that has it.
-            JudgeMode::Batch => false,
+            JudgeMode::Batch => self.batch.is_some(),
         }
     }
 
@@ -106,6 +118,9 @@ impl ShardProcessor for JudgeProcessor {
         let prices = self
             .prices
             .unwrap_or_else(|| Prices::for_model(&ctx.judge.model));
+        if ctx.judge.mode == JudgeMode::Batch {
+            return self.process_batch(&ctx, &inputs, &preds, prices).await;
+        }
         let mut futs = FuturesOrdered::new();
         for (input, pred) in inputs.iter().zip(preds.iter()) {
             let Some(pred) = pred else {
@@ -156,7 +171,160 @@ impl ShardProcessor for JudgeProcessor {
     }
 }
 
+fn call_error(e: CallError) -> ProcessError {
+    match e {
+        CallError::Fatal(m) => ProcessError::Fatal(m),
+        CallError::Transient {
+            message,
+            retry_after: Some(d),
+        } => ProcessError::RetryAfter(message, d),
+        CallError::Transient { message, .. } | CallError::Row(message) => {
+            ProcessError::Transient(message)
+        }
+    }
+}
+
 impl JudgeProcessor {
+    /// One Batch API batch per shard, resumed by id after a restart (see `batch`).
+    async fn process_batch(
+        &self,
+        ctx: &ShardContext,
+        inputs: &[InputRow],
+        preds: &[Option<PredictionRecord>],
+        prices: Prices,
+    ) -> Result<ShardOutput, ProcessError> {
+        let client = self
+            .batch
+            .as_ref()
+            .ok_or_else(|| ProcessError::Fatal("no Batch API configured".into()))?;
+        let lease = &ctx.lease;
+        let key = JobKeys::new(&lease.job).batch(lease.shard);
+        let mut conn = ctx.queue.conn();
+        let existing: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(QueueError::from)?;
+        let batch_id = match existing {
+            Some(id) => {
+                tracing::info!(batch = %id, "resuming the shard's batch");
+                id
+            }
+            None => {
+                let prompts: Vec<(u64, String)> = inputs
+                    .iter()
+                    .zip(preds)
+                    .filter_map(|(i, p)| match p {
+                        Some(p) if p.error.is_none() => {
+                            Some((i.index, prompt::render(ctx.spec.dataset, i, &p.response)))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let id = client
+                    .start(&ctx.judge.model, &prompts)
+                    .await
+                    .map_err(call_error)?;
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(QueueError::from)?;
+                tracing::info!(batch = %id, rows = prompts.len(), "batch submitted");
+                id
+            }
+        };
+        let output_file = loop {
+            match client.state(&batch_id).await.map_err(call_error)? {
+                BatchState::Running => tokio::time::sleep(client.poll_every).await,
+                BatchState::Completed { output_file } => break output_file,
+                BatchState::Ended(msg) => {
+                    let _: () = redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(QueueError::from)?;
+                    return Err(ProcessError::Transient(msg));
+                }
+            }
+        };
+        let mut results = match output_file {
+            Some(f) => client.results(&f).await.map_err(call_error)?,
+            None => Default::default(),
+        };
+        // The Batch API costs half the synchronous price.
+        let half = Prices {
+            input_per_mtok: prices.input_per_mtok / 2.0,
+            output_per_mtok: prices.output_per_mtok / 2.0,
+        };
+        let mut out = ShardOutput::default();
+        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        let mut add = |k: &str, v: i64| *counters.entry(k.to_owned()).or_default() += v;
+        let provenance = || Provenance {
+            judged_by: "batch".into(),
+            judge_model: ctx.judge.model.clone(),
+            judge_prompt_sha: prompt::template_sha(),
+        };
+        for (input, pred) in inputs.iter().zip(preds) {
+            let Some(pred) = pred else {
+                return Err(ProcessError::Permanent(format!(
+                    "row {} has no prediction although its shard passed inference",
+                    input.index
+                )));
+            };
+            add("judge_rows", 1);
+            let record = if let Some(err) = &pred.error {
+                add("judge_errors", 1);
+                TaggedRecord::unjudged(
+                    pred,
+                    format!("inference failed for this row: {err}"),
+                    provenance(),
+                )
+            } else {
+                match results.remove(&input.index) {
+                    Some(Ok(call)) => {
+                        add("judge_llm_calls", 1);
+                        add("judge_prompt_tokens", call.prompt_tokens as i64);
+                        add("judge_completion_tokens", call.completion_tokens as i64);
+                        add(
+                            "judge_cost_micro_usd",
+                            half.micro_usd(call.prompt_tokens, call.completion_tokens),
+                        );
+                        if call.verdict.correct == "yes" {
+                            add("judge_correct", 1);
+                        }
+                        let verdict = JudgeResponse {
+                            correct_answer: input.correct_answer.clone(),
+                            model_answer: call.verdict.extracted_final_answer,
+                            reasoning: call.verdict.reasoning,
+                            correct: call.verdict.correct,
+                        };
+                        TaggedRecord::tag(ctx.spec.dataset, pred, verdict, provenance())
+                    }
+                    Some(Err(m)) => {
+                        add("judge_errors", 1);
+                        TaggedRecord::unjudged(pred, m, provenance())
+                    }
+                    None => {
+                        add("judge_errors", 1);
+                        TaggedRecord::unjudged(
+                            pred,
+                            format!("batch {batch_id} returned no result for this row"),
+                            provenance(),
+                        )
+                    }
+                }
+            };
+            out.rows.push((
+                input.index,
+                serde_json::to_string(&record).expect("record serializes"),
+            ));
+        }
+        out.counters = counters;
+        Ok(out)
+    }
+
     async fn call_llm(
         &self,
         judge: &JudgeSettings,

@@ -435,3 +435,68 @@ async fn a_wrong_key_is_fatal_and_the_key_never_reaches_redis() {
         );
     }
 }
+
+fn batch_client(base: &str) -> worker_judge::batch::BatchClient {
+    worker_judge::batch::BatchClient::new(base, None, Duration::from_millis(50)).unwrap()
+}
+
+#[tokio::test]
+async fn batch_mode_judges_through_the_batch_api_and_resumes_after_a_restart() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeConfig {
+            batch_delay: Duration::from_millis(1500),
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Batch, 4).await;
+
+    // A first worker submits the batches, then is stopped while they run.
+    let stop = CancellationToken::new();
+    let mut cfg = config();
+    cfg.exit_when_done = false;
+    cfg.drain_grace = Duration::from_millis(100);
+    let first = tokio::spawn(worker_judge::run(
+        queue.clone(),
+        JudgeProcessor::new(None, 4, None, None, 0).with_batch(batch_client(&fake.base_url())),
+        cfg,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.cancel();
+    first.await.unwrap().unwrap();
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_judged, st.shards.queued.judge),
+        (0, 2),
+        "released, not judged"
+    );
+
+    // A second worker resumes the same batches instead of paying again.
+    run_judge(
+        &queue,
+        JudgeProcessor::new(None, 4, None, None, 0).with_batch(batch_client(&fake.base_url())),
+    )
+    .await
+    .unwrap();
+    let rows = tagged(&queue, &id).await;
+    assert!(rows
+        .iter()
+        .all(|t| t.judged_by == "batch" && t.judge_response.is_some()));
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!((st.rows_judged, st.rows_correct), (8, 4));
+    let stats: serde_json::Value = reqwest::get(format!("http://{}/admin/stats", fake.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["batches_created"], 2,
+        "one batch per shard, none paid twice"
+    );
+}
