@@ -26,12 +26,39 @@ correctness)
 bench8b)
   [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
   echo "== (a) bare mistral.rs, 8B shape bf16, BoolQ-like 250 prompt / 128 new" | tee -a "$OUT/summary.txt"
-  t "$infer" --weights "$W/8b" --dtype bf16 bench --in-flight "${IN_FLIGHT:-1,16,64}" --rows "${ROWS:-64}" --prompt-words 250 --new-tokens 128 2>"$OUT/bench8b.log" | tee -a "$OUT/summary.txt"
+  t "$infer" --weights "$W/8b" --dtype bf16 bench --in-flight "${IN_FLIGHT:-1,16,64}" --prompt-words 250 --new-tokens 128 2>"$OUT/bench8b.log" | tee -a "$OUT/summary.txt"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/summary.txt" ;;
 hf8b)
   [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
   echo "== (c) HF transformers generate, bf16, 250/128" | tee -a "$OUT/summary.txt"
   python3 deploy/gpu/hf_bench.py "$W/8b" 250 128 16 64 256 2>/dev/null | tee -a "$OUT/summary.txt" ;;
+e2e8b)
+  # (b) conftag-infer pulling shards from a Redis on the device, end to end.
+  [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
+  G="$PWD/.gpu"; port=6390
+  "$G/redis-server" --port $port --bind 127.0.0.1 --save "" --appendonly no --dir "$W" --daemonize yes
+  export REDIS_URL="redis://127.0.0.1:$port"
+  python3 - "${E2E_ROWS:-64}" >"$W/boolq.jsonl" <<'PY'
+import json, random, sys
+random.seed(3)
+for i in range(int(sys.argv[1])):
+    words = lambda n: " ".join(f"w{random.randrange(1000)}" for _ in range(n))
+    print(json.dumps({"question": words(12), "answer": i % 2 == 0, "passage": words(220)}))
+PY
+  "$G/conftag" submit --model gpu8b --dataset boolq --split test --data "$W/boolq.jsonl" --shard-size 16 --max-tokens 128 >/dev/null
+  start=$(date +%s.%N)
+  "$infer" --model gpu8b --weights "$W/8b" --dtype bf16 --exit-when-done --max-inflight-rows 64 \
+    --concurrency "${E2E_CONCURRENCY:-16}" 2>"$OUT/e2e8b.log"
+  end=$(date +%s.%N)
+  "$G/conftag" status --json >"$OUT/e2e_status.json"
+  python3 - "$start" "$end" "$OUT/e2e_status.json" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+s, e, path = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+j = json.load(open(path))["jobs"][0]
+print(f"== (b) conftag-infer end to end: {j['rows_inferred']} rows, {j['tokens_generated']} tokens in {e - s:.1f} s "
+      f"(model load included) = {j['tokens_generated'] / (e - s):.1f} out tok/s")
+PY
+  ;;
 *) echo "unknown step $step" ;;
 esac; done
 echo "== summary"; cat "$OUT/summary.txt"

@@ -69,7 +69,7 @@ pub enum Command {
         /// Requests in flight to try.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         in_flight: Vec<usize>,
-        /// Rows per setting [default: 4 × in flight, at least 16].
+        /// Rows per setting [default: the in-flight count, clamped to 16..64].
         #[arg(long)]
         rows: Option<usize>,
         /// Words per prompt (= tokens with the word-level test tokenizer).

@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
             let engine = Arc::new(MistralEngine::load(&opts).await?);
             println!("{}", worker_infer::bench::header());
             for &c in in_flight {
-                let n = rows.unwrap_or((4 * c).max(16));
+                let n = rows.unwrap_or(c.clamp(16, 64));
                 let row = worker_infer::bench::run(engine.clone(), c, n, *prompt_words, *new_tokens).await?;
                 println!("{}", row.markdown());
             }
