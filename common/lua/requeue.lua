@@ -31,6 +31,7 @@ local function forget(id, sk, from_stage)
   redis.call('DEL', P .. ':batch:' .. id)
   for row = start_row, end_row - 1 do
     redis.call('HDEL', P .. ':tagged', row)
+    redis.call('HDEL', P .. ':jcache', row)
     if from_stage == 'infer' then redis.call('HDEL', P .. ':pred', row) end
   end
 end

@@ -15,6 +15,7 @@
 //! | `…:leased:<stage>` | zset | leased shard ids, scored by lease expiry (ms) |
 //! | `…:failed` | set | shard ids that used up their attempts |
 //! | `…:events` | zset | recent completions (last 10 min), for rates |
+//! | `…:jcache` | hash | row index → a verdict already paid for in a failed attempt of its shard (judge) |
 //! | `…:batch:<n>` | string | OpenAI Batch API batch id of shard n (judge `batch` mode), so a restarted worker resumes it instead of paying twice |
 //!
 //! Two global keys live outside any job: the set of job ids and the worker registry.
@@ -73,6 +74,9 @@ impl JobKeys {
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
     }
+    pub fn judge_cache(&self) -> String {
+        format!("{}:jcache", self.prefix)
+    }
     pub fn batch(&self, shard: u64) -> String {
         format!("{}:batch:{shard}", self.prefix)
     }
@@ -89,6 +93,7 @@ impl JobKeys {
             self.leased("judge"),
             self.failed(),
             self.events(),
+            self.judge_cache(),
         ]
     }
 }

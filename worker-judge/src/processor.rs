@@ -9,7 +9,7 @@ use common::dataset::InputRow;
 use common::job::{JobSpec, JudgeMode, JudgeSettings};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
 use common::keys::JobKeys;
@@ -87,10 +87,39 @@ impl JudgeProcessor {
 }
 
 /// What judging one row produced.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct RowResult {
     tagged: Option<TaggedRecord>,
-    counters: BTreeMap<&'static str, i64>,
+    counters: BTreeMap<String, i64>,
+}
+
+/// A row's paid-for verdict kept in `…:jcache` until its shard completes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedVerdict {
+    judge_model: String,
+    mode: JudgeMode,
+    row: RowResult,
+}
+
+impl CachedVerdict {
+    fn entry(row: &RowResult, judge: &JudgeSettings) -> Option<String> {
+        let copy = RowResult {
+            tagged: row.tagged.clone(),
+            counters: row.counters.clone(),
+        };
+        serde_json::to_string(&CachedVerdict {
+            judge_model: judge.model.clone(),
+            mode: judge.mode,
+            row: copy,
+        })
+        .ok()
+    }
+
+    /// The cached row, if it was judged with the job's current judge settings.
+    fn parse(text: &str, judge: &JudgeSettings) -> Option<RowResult> {
+        let c: CachedVerdict = serde_json::from_str(text).ok()?;
+        (c.judge_model == judge.model && c.mode == judge.mode).then_some(c.row)
+    }
 }
 
 impl ShardProcessor for JudgeProcessor {
@@ -121,30 +150,49 @@ impl ShardProcessor for JudgeProcessor {
         if ctx.judge.mode == JudgeMode::Batch {
             return self.process_batch(&ctx, &inputs, &preds, prices).await;
         }
-        let mut futs = FuturesOrdered::new();
-        for (input, pred) in inputs.iter().zip(preds.iter()) {
+        // Verdicts paid for in an earlier attempt of this shard (one that failed on other
+        // rows) are reused, so a retried shard never pays twice for a row.
+        let cache_key = JobKeys::new(&lease.job).judge_cache();
+        let mut conn = ctx.queue.conn();
+        let fields: Vec<u64> = (lease.start..lease.end).collect();
+        let cached: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&cache_key)
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await
+            .map_err(QueueError::from)?;
+        let mut done: Vec<(u64, RowResult)> = Vec::new();
+        let mut futs = FuturesUnordered::new();
+        for ((input, pred), cached) in inputs.iter().zip(preds.iter()).zip(cached) {
             let Some(pred) = pred else {
                 return Err(ProcessError::Permanent(format!(
                     "row {} has no prediction although its shard passed inference",
                     input.index
                 )));
             };
-            futs.push_back(self.judge_row(&ctx.spec, &ctx.judge, prices, input, pred));
+            if let Some(hit) = cached.and_then(|c| CachedVerdict::parse(&c, &ctx.judge)) {
+                done.push((input.index, hit));
+                continue;
+            }
+            let index = input.index;
+            let fut = self.judge_row(&ctx.spec, &ctx.judge, prices, input, pred);
+            futs.push(async move { (index, fut.await) });
         }
-        let mut out = ShardOutput::default();
-        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
         let mut first_error: Option<CallError> = None;
-        let mut index = lease.start;
-        while let Some(r) = futs.next().await {
+        while let Some((index, r)) = futs.next().await {
             match r {
                 Ok(row) => {
-                    for (k, v) in row.counters {
-                        *counters.entry(k.to_owned()).or_default() += v;
+                    if row.counters.contains_key("judge_llm_calls") {
+                        if let Some(entry) = CachedVerdict::entry(&row, &ctx.judge) {
+                            let _: Result<(), _> = redis::cmd("HSET")
+                                .arg(&cache_key)
+                                .arg(index)
+                                .arg(entry)
+                                .query_async(&mut conn)
+                                .await;
+                        }
                     }
-                    if let Some(t) = row.tagged {
-                        out.rows
-                            .push((index, serde_json::to_string(&t).expect("record serializes")));
-                    }
+                    done.push((index, row));
                 }
                 Err(e) => {
                     // Fatal beats transient: keep the worst.
@@ -153,7 +201,18 @@ impl ShardProcessor for JudgeProcessor {
                     }
                 }
             }
-            index += 1;
+        }
+        done.sort_by_key(|(i, _)| *i);
+        let mut out = ShardOutput::default();
+        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        for (index, row) in done {
+            for (k, v) in row.counters {
+                *counters.entry(k).or_default() += v;
+            }
+            if let Some(t) = row.tagged {
+                out.rows
+                    .push((index, serde_json::to_string(&t).expect("record serializes")));
+            }
         }
         match first_error {
             Some(CallError::Fatal(m)) => return Err(ProcessError::Fatal(m)),
@@ -332,7 +391,7 @@ impl JudgeProcessor {
         input: &InputRow,
         pred: &PredictionRecord,
         prices: Prices,
-        counters: &mut BTreeMap<&'static str, i64>,
+        counters: &mut BTreeMap<String, i64>,
     ) -> Result<Result<JudgeResponse, String>, CallError> {
         let client = self
             .client
@@ -342,11 +401,13 @@ impl JudgeProcessor {
         let rendered = prompt::render(spec.dataset, input, &pred.response);
         match client.judge(&judge.model, &rendered).await {
             Ok(call) => {
-                *counters.entry("judge_llm_calls").or_default() += 1;
-                *counters.entry("judge_prompt_tokens").or_default() += call.prompt_tokens as i64;
-                *counters.entry("judge_completion_tokens").or_default() +=
-                    call.completion_tokens as i64;
-                *counters.entry("judge_cost_micro_usd").or_default() +=
+                *counters.entry("judge_llm_calls".into()).or_default() += 1;
+                *counters.entry("judge_prompt_tokens".into()).or_default() +=
+                    call.prompt_tokens as i64;
+                *counters
+                    .entry("judge_completion_tokens".into())
+                    .or_default() += call.completion_tokens as i64;
+                *counters.entry("judge_cost_micro_usd".into()).or_default() +=
                     prices.micro_usd(call.prompt_tokens, call.completion_tokens);
                 Ok(Ok(JudgeResponse {
                     correct_answer: input.correct_answer.clone(),
@@ -356,7 +417,7 @@ impl JudgeProcessor {
                 }))
             }
             Err(CallError::Row(m)) => {
-                *counters.entry("judge_llm_calls").or_default() += 1;
+                *counters.entry("judge_llm_calls".into()).or_default() += 1;
                 Ok(Err(m))
             }
             Err(e) => Err(e),
@@ -372,7 +433,7 @@ impl JudgeProcessor {
         pred: &PredictionRecord,
     ) -> Result<RowResult, CallError> {
         let mut result = RowResult::default();
-        result.counters.insert("judge_rows", 1);
+        result.counters.insert("judge_rows".into(), 1);
         let provenance = |by: &str| Provenance {
             judged_by: by.to_owned(),
             judge_model: if by == "rules" {
@@ -383,7 +444,7 @@ impl JudgeProcessor {
             judge_prompt_sha: prompt::template_sha(),
         };
         if let Some(err) = &pred.error {
-            result.counters.insert("judge_errors", 1);
+            result.counters.insert("judge_errors".into(), 1);
             result.tagged = Some(TaggedRecord::unjudged(
                 pred,
                 format!("inference failed for this row: {err}"),
@@ -410,12 +471,12 @@ impl JudgeProcessor {
                         correct: "no".into(),
                     }
                 });
-                result.counters.insert("judge_rules_decided", 1);
+                result.counters.insert("judge_rules_decided".into(), 1);
                 (Ok(v), "rules")
             }
             JudgeMode::Hybrid => match rules_verdict() {
                 Some(v) => {
-                    result.counters.insert("judge_rules_decided", 1);
+                    result.counters.insert("judge_rules_decided".into(), 1);
                     if self.audit_every > 0 && input.index.is_multiple_of(self.audit_every) {
                         let llm = self
                             .call_llm(judge, spec, input, pred, prices, &mut result.counters)
@@ -426,7 +487,7 @@ impl JudgeProcessor {
                             } else {
                                 "judge_rules_llm_disagree"
                             };
-                            result.counters.insert(key, 1);
+                            result.counters.insert(key.into(), 1);
                         }
                     }
                     (Ok(v), "rules")
@@ -446,12 +507,12 @@ impl JudgeProcessor {
         match verdict {
             Ok(v) => {
                 if v.correct == "yes" {
-                    result.counters.insert("judge_correct", 1);
+                    result.counters.insert("judge_correct".into(), 1);
                 }
                 result.tagged = Some(TaggedRecord::tag(spec.dataset, pred, v, provenance(by)));
             }
             Err(msg) => {
-                result.counters.insert("judge_errors", 1);
+                result.counters.insert("judge_errors".into(), 1);
                 result.tagged = Some(TaggedRecord::unjudged(pred, msg, provenance(by)));
             }
         }

@@ -500,3 +500,35 @@ async fn batch_mode_judges_through_the_batch_api_and_resumes_after_a_restart() {
         "one batch per shard, none paid twice"
     );
 }
+
+#[tokio::test]
+async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
+    // No retries per request: the one 500 fails its row, so the shard attempt fails after
+    // the other 7 rows were judged (and paid for).
+    fault(&fake, Fault::ServerError, 1).await;
+    let mut cfg = ClientConfig::new(fake.base_url(), None, "");
+    cfg.backoff_base = Duration::from_millis(10);
+    cfg.backoff_max = Duration::from_millis(20);
+    cfg.max_retries = 0;
+    let client = OpenAiClient::new(cfg).unwrap();
+    run_judge(&queue, JudgeProcessor::new(Some(client), 1, None, None, 0))
+        .await
+        .unwrap();
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.rows_judged, 8);
+    assert!(st.last_error.is_some(), "the first attempt failed");
+    let stats: serde_json::Value = reqwest::get(format!("http://{}/admin/stats", fake.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
+    assert_eq!(st.judge.llm_calls, 8);
+}
