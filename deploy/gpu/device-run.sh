@@ -20,13 +20,13 @@ correctness)
   echo "== correctness: small f32 model, 32 word prompts, 48 new tokens"
   for mode in paged plain; do
     flag=""; [ "$mode" = plain ] && flag="--no-paged-attn"
-    t "$infer" --weights "$W/small" --dtype f32 --max-num-seqs 32 $flag self-check --word-prompts --prompts 32 --new-tokens 48 --out "$OUT/selfcheck_$mode.json" 2>"$OUT/selfcheck_$mode.log" | tee -a "$OUT/summary.txt"
-    python3 deploy/gpu/hf_reference.py "$W/small" "$OUT/selfcheck_$mode.json" 48 2>/dev/null | sed "s/^/$mode /" | tee -a "$OUT/summary.txt"
-  done ;;
+    t "$infer" --weights "$W/small" --dtype f32 --max-num-seqs 32 $flag self-check --word-prompts --prompts 32 --new-tokens 48 --out "$OUT/selfcheck_$mode.json" 2>"$OUT/selfcheck_$mode.log" | sed "s/^/$mode /" | tee -a "$OUT/summary.txt"
+  done
+  python3 deploy/gpu/hf_reference.py "$W/small" 48 "$OUT/selfcheck_paged.json" "$OUT/selfcheck_plain.json" 2>"$OUT/hf_reference.log" | tee -a "$OUT/summary.txt" ;;
 bench8b)
   [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
-  echo "== (a) bare mistral.rs, 8B shape bf16, BoolQ-like 250 prompt / 128 new" | tee -a "$OUT/summary.txt"
-  t "$infer" --weights "$W/8b" --dtype bf16 bench --in-flight "${IN_FLIGHT:-1,16,64}" --prompt-words 250 --new-tokens 128 2>"$OUT/bench8b.log" | tee -a "$OUT/summary.txt"
+  echo "== (a) bare mistral.rs, 8B shape bf16, BoolQ-like 250 prompt / 128 new ${ENGINE_FLAGS:-}" | tee -a "$OUT/summary.txt"
+  t "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "${IN_FLIGHT:-1,16,64}" --prompt-words 250 --new-tokens 128 2>"$OUT/bench8b.log" | tee -a "$OUT/summary.txt"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/summary.txt" ;;
 hf8b)
   [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null

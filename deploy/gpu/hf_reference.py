@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare conftag-infer self-check answers with HF transformers greedy decoding.
 
-usage: hf_reference.py MODEL_DIR SELFCHECK_JSON NEW_TOKENS
+usage: hf_reference.py MODEL_DIR NEW_TOKENS SELFCHECK_JSON [SELFCHECK_JSON ...]
 SELFCHECK_JSON comes from `conftag-infer self-check --word-prompts --out`: prompts are word
 strings `w5 w17 ...` for the word-level test tokenizer (token id = the word's number), answers
 are the same kind of strings. Prints how many serial / concurrent answers equal HF's greedy ids
@@ -11,8 +11,8 @@ import json, sys
 import torch
 from transformers import AutoModelForCausalLM
 
-d, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-doc = json.load(open(path))
+d, n, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+doc = json.load(open(paths[0]))
 m = AutoModelForCausalLM.from_pretrained(d, torch_dtype="auto").cuda().eval()
 refs = []
 with torch.no_grad():
@@ -32,7 +32,9 @@ def words(text):
             return None
     return out
 
-for kind in ("serial", "concurrent"):
+for path in paths:
+  doc = json.load(open(path))
+  for kind in ("serial", "concurrent"):
     same = 0
     first_diff = []
     for ref, ans in zip(refs, doc[kind]):
@@ -42,4 +44,4 @@ for kind in ("serial", "concurrent"):
         else:
             k = next((i for i, (a, b) in enumerate(zip(ref, got or [])) if a != b), None)
             first_diff.append(k)
-    print(f"{kind}: {same}/{len(refs)} equal HF transformers greedy; first differing token index: {first_diff}")
+    print(f"{path.split('/')[-1]} {kind}: {same}/{len(refs)} equal HF transformers greedy; first differing token index: {first_diff}")
