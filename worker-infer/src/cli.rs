@@ -109,9 +109,11 @@ pub struct InferArgs {
     /// Disable the KV cache (slow; a workaround for engine bugs).
     #[arg(long)]
     pub no_kv_cache: bool,
-    /// Do not use PagedAttention on CUDA.
+    /// Use PagedAttention on CUDA. Off by default: with mistral.rs 0.8.1 on an H100 it changed
+    /// 7 of 32 greedy answers under concurrency (the plain KV cache: 0 of 32) and was 2x slower
+    /// at 64 in flight (docs/benchmarks.md). Pair it with --self-check.
     #[arg(long)]
-    pub no_paged_attn: bool,
+    pub paged_attn: bool,
     /// PagedAttention block size (8, 16 or 32).
     #[arg(long, default_value_t = 32)]
     pub paged_attn_block_size: usize,
@@ -145,7 +147,7 @@ impl InferArgs {
         o.max_num_seqs = self.max_num_seqs.max(1);
         o.concurrency = self.concurrency;
         o.no_kv_cache = self.no_kv_cache;
-        o.paged_attn = !self.no_paged_attn;
+        o.paged_attn = self.paged_attn;
         o.paged_block_size = self.paged_attn_block_size;
         o.gpu_mem_util = self.gpu_mem_util;
         o

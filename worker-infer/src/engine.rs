@@ -61,7 +61,7 @@ impl EngineOptions {
             max_num_seqs: 32,
             concurrency: None,
             no_kv_cache: false,
-            paged_attn: true,
+            paged_attn: false,
             paged_block_size: 32,
             gpu_mem_util: 0.9,
         }
@@ -149,7 +149,7 @@ impl MistralEngine {
             DeviceArg::Auto => cuda_built,
         };
         if opts.paged_attn && !on_gpu {
-            info!("PagedAttention needs the CUDA engine; using the plain KV cache on CPU");
+            warn!("--paged-attn needs the CUDA engine; using the plain KV cache on CPU");
         }
         let paged = if opts.paged_attn && on_gpu {
             Some(
