@@ -10,7 +10,10 @@
 -- that will run again are removed. Returns {requeued count, skipped ids...}.
 local selection, target, force, judge = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 local now = now_ms()
-if judge ~= '' then redis.call('HSET', JOB, 'judge', judge) end
+if judge ~= '' then
+  redis.call('HSET', JOB, 'judge', judge)
+  redis.call('HDEL', JOB, 'judge_paused')
+end
 redis.call('HSET', JOB, 'state', 'active')
 
 -- Remove what the stages that run again produced: counters, result rows, a judge batch id.

@@ -50,6 +50,10 @@ impl JudgeMode {
 pub struct JudgeSettings {
     pub model: String,
     pub mode: JudgeMode,
+    /// Judging of the job pauses once its judge spend reaches this (micro-USD). Shards in
+    /// flight when it is reached still finish, so the spend can pass it by their cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_micro_usd: Option<u64>,
 }
 
 impl Default for JudgeSettings {
@@ -57,6 +61,7 @@ impl Default for JudgeSettings {
         Self {
             model: DEFAULT_JUDGE_MODEL.into(),
             mode: JudgeMode::Llm,
+            budget_micro_usd: None,
         }
     }
 }

@@ -523,6 +523,21 @@ impl Queue {
         })
     }
 
+    /// Why judging of a job is paused (its judge budget was reached), if it is.
+    pub async fn judge_paused(&self, job: &JobId) -> Result<Option<String>, QueueError> {
+        let mut c = self.conn.clone();
+        Ok(c.hget(JobKeys::new(job).job(), "judge_paused").await?)
+    }
+
+    /// Pause judging of a job (its shards stay queued) until its judge settings change.
+    pub async fn pause_judging(&self, job: &JobId, reason: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .hset(JobKeys::new(job).job(), "judge_paused", reason)
+            .await?;
+        Ok(())
+    }
+
     /// Cancel a job; returns false when it was already cancelled.
     pub async fn cancel(&self, job: &JobId) -> Result<bool, QueueError> {
         if self.job_spec(job).await?.is_none() {

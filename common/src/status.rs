@@ -59,6 +59,10 @@ pub struct JudgeTotals {
     pub rules_decided: u64,
     pub rules_llm_agree: u64,
     pub rules_llm_disagree: u64,
+    /// The judge budget, when one is set.
+    pub budget_usd: Option<f64>,
+    /// Why judging is paused (budget reached), when it is.
+    pub paused: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -287,6 +291,8 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
             rules_decided: counter(&h, "judge_rules_decided"),
             rules_llm_agree: counter(&h, "judge_rules_llm_agree"),
             rules_llm_disagree: counter(&h, "judge_rules_llm_disagree"),
+            budget_usd: judge.budget_micro_usd.map(|b| b as f64 / 1e6),
+            paused: h.get("judge_paused").cloned(),
         },
         rates,
         eta_s,

@@ -112,6 +112,10 @@ pub enum ProcessError {
     /// The work was cancelled (lease lost, job cancelled, drain deadline).
     #[error("cancelled")]
     Cancelled,
+    /// The job must wait (its judge budget is spent): the shard is released untouched and the
+    /// job's judging paused until an operator changes its judge settings.
+    #[error("{0}")]
+    Paused(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
@@ -355,6 +359,7 @@ struct JobCache {
     ids: Vec<JobId>,
     ids_fetched: Option<tokio::time::Instant>,
     specs: HashMap<JobId, (Option<(JobSpec, JudgeSettings)>, tokio::time::Instant)>,
+    paused: HashMap<JobId, (bool, tokio::time::Instant)>,
 }
 
 impl JobCache {
@@ -370,6 +375,19 @@ impl JobCache {
             self.ids_fetched = Some(tokio::time::Instant::now());
         }
         Ok(self.ids.clone())
+    }
+
+    /// Whether judging of the job is paused (budget spent).
+    async fn paused(&mut self, queue: &Queue, id: &JobId) -> Result<bool, QueueError> {
+        if let Some((p, at)) = self.paused.get(id) {
+            if Self::fresh(Some(*at)) {
+                return Ok(*p);
+            }
+        }
+        let p = queue.judge_paused(id).await?.is_some();
+        self.paused
+            .insert(id.clone(), (p, tokio::time::Instant::now()));
+        Ok(p)
     }
 
     /// Judge settings can change (re-judge), so specs expire too.
@@ -413,6 +431,9 @@ async fn claim_round<P: ShardProcessor>(
             continue;
         };
         if !processor.accepts(&spec, &judge) {
+            continue;
+        }
+        if config.stage == Stage::Judge && cache.paused(queue, id).await? {
             continue;
         }
         let mut claimed_here = false;
@@ -481,6 +502,14 @@ async fn run_shard<P: ShardProcessor>(
         Err(ProcessError::Fatal(msg)) => {
             release_quietly(&queue, &lease).await;
             TaskEnd::Fatal(msg)
+        }
+        Err(ProcessError::Paused(msg)) => {
+            warn!(reason = %msg, "judging of the job paused");
+            if let Err(e) = queue.pause_judging(&lease.job, &msg).await {
+                warn!(error = %e, "cannot record the pause");
+            }
+            release_quietly(&queue, &lease).await;
+            TaskEnd::Released
         }
         Err(e) => {
             let permanent = matches!(e, ProcessError::Permanent(_));

@@ -328,6 +328,7 @@ async fn rejudging_a_finished_job_subtracts_its_judge_counters() {
     let new_judge = JudgeSettings {
         model: "other-judge".into(),
         mode: common::JudgeMode::Rules,
+        budget_micro_usd: None,
     };
     let out = queue
         .requeue(

@@ -98,6 +98,10 @@ pub struct SubmitArgs {
     /// How rows are judged: llm (OpenAI-compatible API), rules (no network), hybrid, batch.
     #[arg(long, value_enum, default_value_t = JudgeMode::Llm)]
     pub judge_mode: JudgeMode,
+    /// Pause judging of each job once its judge spend reaches this many USD (raise it with
+    /// `conftag requeue JOB --stage judge --failed --judge-budget-usd N`).
+    #[arg(long)]
+    pub judge_budget_usd: Option<f64>,
     /// Attempts per shard and stage before it is marked failed.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
@@ -149,6 +153,9 @@ pub struct RequeueArgs {
     /// New judge mode for the re-judged shards.
     #[arg(long, value_enum)]
     pub judge_mode: Option<JudgeMode>,
+    /// New judge budget in USD (also un-pauses a job paused by its budget).
+    #[arg(long)]
+    pub judge_budget_usd: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }

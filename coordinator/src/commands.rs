@@ -146,6 +146,7 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
     let judge = JudgeSettings {
         model: args.judge_model.clone(),
         mode: args.judge_mode,
+        budget_micro_usd: budget(args.judge_budget_usd, "--judge-budget-usd")?,
     };
     let mut created = Vec::new();
     for model in &args.models {
@@ -189,6 +190,17 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
         println!("{}", view::submitted_table(&created));
     }
     Ok(())
+}
+
+/// USD from a flag → micro-USD, refusing negative or non-finite amounts.
+fn budget(usd: Option<f64>, flag: &str) -> Result<Option<u64>, CommandError> {
+    match usd {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some((v * 1e6).round() as u64)),
+        Some(v) => Err(CommandError::Usage(format!(
+            "{flag} {v}: expected a non-negative amount of USD"
+        ))),
+    }
 }
 
 /// A job id, or a unique prefix of one.
@@ -260,10 +272,14 @@ async fn requeue(queue: &Queue, args: RequeueArgs) -> Result<(), CommandError> {
         StageArg::Infer => Stage::Infer,
         StageArg::Judge => Stage::Judge,
     });
-    let judge = if args.judge_model.is_some() || args.judge_mode.is_some() {
+    let judge = if args.judge_model.is_some()
+        || args.judge_mode.is_some()
+        || args.judge_budget_usd.is_some()
+    {
         if target != Some(Stage::Judge) && target != Some(Stage::Infer) {
             return Err(CommandError::Usage(
-                "--judge-model/--judge-mode need --stage judge (or infer)".into(),
+                "--judge-model/--judge-mode/--judge-budget-usd need --stage judge (or infer)"
+                    .into(),
             ));
         }
         let (_, current) = queue
@@ -273,6 +289,10 @@ async fn requeue(queue: &Queue, args: RequeueArgs) -> Result<(), CommandError> {
         Some(JudgeSettings {
             model: args.judge_model.clone().unwrap_or(current.model),
             mode: args.judge_mode.unwrap_or(current.mode),
+            budget_micro_usd: match args.judge_budget_usd {
+                Some(b) => budget(Some(b), "--judge-budget-usd")?,
+                None => current.budget_micro_usd,
+            },
         })
     } else {
         None

@@ -104,6 +104,9 @@ pub fn status_text(doc: &StatusDocument) -> String {
                 j.id, f.shard, f.stage, f.attempts, f.error
             ));
         }
+        if let Some(p) = &j.judge.paused {
+            out.push_str(&format!("\n{}: judging paused: {p}", j.id));
+        }
         if j.rows_infer_errors + j.rows_judge_errors > 0 {
             out.push_str(&format!(
                 "\n{}: {} row(s) could not run, {} row(s) the judge could not decide",

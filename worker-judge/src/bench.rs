@@ -55,6 +55,7 @@ async fn judged_ready_job(queue: &Queue, rows_total: u64) -> Result<common::JobI
     let judge = JudgeSettings {
         model: "gpt-4o-2024-08-06".into(),
         mode: JudgeMode::Llm,
+        budget_micro_usd: None,
     };
     queue.submit(&spec, &judge, &rows, 25, 5).await?;
     let id = spec.id();

@@ -147,6 +147,27 @@ impl ShardProcessor for JudgeProcessor {
         let prices = self
             .prices
             .unwrap_or_else(|| Prices::for_model(&ctx.judge.model));
+        if let Some(budget) = ctx
+            .judge
+            .budget_micro_usd
+            .filter(|_| ctx.judge.mode != JudgeMode::Rules)
+        {
+            let mut conn = ctx.queue.conn();
+            let spent: Option<u64> = redis::cmd("HGET")
+                .arg(JobKeys::new(&lease.job).job())
+                .arg("judge_cost_micro_usd")
+                .query_async(&mut conn)
+                .await
+                .map_err(QueueError::from)?;
+            let spent = spent.unwrap_or(0);
+            if spent >= budget {
+                return Err(ProcessError::Paused(format!(
+                    "judge budget of ${:.4} reached (spent ${:.4})",
+                    budget as f64 / 1e6,
+                    spent as f64 / 1e6
+                )));
+            }
+        }
         if ctx.judge.mode == JudgeMode::Batch {
             return self.process_batch(&ctx, &inputs, &preds, prices).await;
         }

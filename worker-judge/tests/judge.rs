@@ -50,6 +50,7 @@ async fn job_with_predictions(queue: &Queue, mode: JudgeMode, shard: u64) -> Job
     let judge = JudgeSettings {
         model: "gpt-4o-2024-08-06".into(),
         mode,
+        budget_micro_usd: None,
     };
     queue.submit(&spec, &judge, &rows, shard, 5).await.unwrap();
     let id = spec.id();
@@ -235,6 +236,7 @@ async fn job_with_predictions_named(queue: &Queue, model: &str, mode: JudgeMode)
     let judge = JudgeSettings {
         model: "gpt-4o-2024-08-06".into(),
         mode,
+        budget_micro_usd: None,
     };
     queue.submit(&spec, &judge, &rows, 8, 5).await.unwrap();
     let id = spec.id();
@@ -531,4 +533,58 @@ async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
         .unwrap();
     assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
     assert_eq!(st.judge.llm_calls, 8);
+}
+
+#[tokio::test]
+async fn a_spent_judge_budget_pauses_the_job_until_it_is_raised() {
+    use common::queue::{RequeueRequest, RequeueSelection};
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 2).await;
+    let set_budget = |micro: u64| RequeueRequest {
+        selection: RequeueSelection::Failed,
+        target: Some(Stage::Judge),
+        force: false,
+        judge: Some(JudgeSettings {
+            model: "gpt-4o-2024-08-06".into(),
+            mode: JudgeMode::Llm,
+            budget_micro_usd: Some(micro),
+        }),
+    };
+    // A budget smaller than one shard's cost: the first shard is judged, then judging pauses.
+    queue.requeue(&id, &set_budget(100)).await.unwrap();
+    let one_shard_at_a_time = |c: &mut WorkerConfig| c.max_inflight_rows = 2;
+    let mut cfg = config();
+    one_shard_at_a_time(&mut cfg);
+    let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0);
+    worker_judge::run(queue.clone(), p, cfg.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.rows_judged, 2, "one shard, then the pause");
+    assert!(
+        st.judge.paused.as_deref().unwrap().contains("budget"),
+        "{:?}",
+        st.judge.paused
+    );
+    assert_eq!(
+        (st.shards.queued.judge, st.shards.failed),
+        (3, 0),
+        "paused, not failed"
+    );
+
+    // Raising the budget resumes judging.
+    queue
+        .requeue(&id, &set_budget(1_000_000_000))
+        .await
+        .unwrap();
+    let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0);
+    worker_judge::run(queue.clone(), p, cfg, CancellationToken::new())
+        .await
+        .unwrap();
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!((st.rows_judged, st.judge.paused.clone()), (8, None));
 }
