@@ -85,6 +85,28 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// The spec of `rows` of one split, with the digest of the rows.
+    pub fn for_rows(
+        model: impl Into<String>,
+        dataset: Dataset,
+        split: impl Into<String>,
+        source: impl Into<String>,
+        rows: &[InputRow],
+        max_tokens: u32,
+        prompt_mode: PromptMode,
+    ) -> Self {
+        Self {
+            model: model.into(),
+            dataset,
+            split: split.into(),
+            source: source.into(),
+            rows: rows.len() as u64,
+            max_tokens,
+            prompt_mode,
+            rows_digest: rows_digest(rows),
+        }
+    }
+
     /// The seed's file stem: `{model_short}_{dataset}_{split}`.
     pub fn stem(&self) -> String {
         format!(

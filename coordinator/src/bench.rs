@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::dataset::{Dataset, InputRow};
-use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
+use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::status;
@@ -90,16 +90,15 @@ async fn submit_bench_job(
     shard_size: u64,
 ) -> Result<common::JobId, CommandError> {
     let r = rows(rows_total);
-    let spec = JobSpec {
-        model: model.to_owned(),
-        dataset: Dataset::Boolq,
-        split: "bench".into(),
-        source: "bench".into(),
-        rows: rows_total,
-        max_tokens: 1,
-        prompt_mode: PromptMode::Raw,
-        rows_digest: rows_digest(&r),
-    };
+    let spec = JobSpec::for_rows(
+        model,
+        Dataset::Boolq,
+        "bench",
+        "bench",
+        &r,
+        1,
+        PromptMode::Raw,
+    );
     queue
         .submit(&spec, &JudgeSettings::default(), &r, shard_size, 3)
         .await?;

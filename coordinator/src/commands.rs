@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use common::dataset::{self, Dataset, DatasetError, DatasetSource, InputRow};
 use common::export::{self, ExportError};
-use common::job::{rows_digest, JobId, JobSpec, JudgeSettings, PromptMode};
+use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, QueueError, RequeueRequest, RequeueSelection, Stage, SubmitOutcome};
 use common::status;
 use serde_json::json;
@@ -151,20 +151,21 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
     let mut created = Vec::new();
     for model in &args.models {
         for (d, label, rows) in &loaded {
-            let spec = JobSpec {
-                model: model.clone(),
-                dataset: *d,
-                split: args.split.clone(),
-                source: label.clone(),
-                rows: rows.len() as u64,
-                max_tokens: args.max_tokens.unwrap_or(d.default_max_tokens()),
-                prompt_mode: if args.chat_template {
-                    PromptMode::Chat
-                } else {
-                    PromptMode::Raw
-                },
-                rows_digest: rows_digest(rows),
+            let prompt_mode = if args.chat_template {
+                PromptMode::Chat
+            } else {
+                PromptMode::Raw
             };
+            let max_tokens = args.max_tokens.unwrap_or(d.default_max_tokens());
+            let spec = JobSpec::for_rows(
+                model.clone(),
+                *d,
+                args.split.clone(),
+                label.clone(),
+                rows,
+                max_tokens,
+                prompt_mode,
+            );
             let outcome = queue
                 .submit(&spec, &judge, rows, args.shard_size, args.max_attempts)
                 .await?;

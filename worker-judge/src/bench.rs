@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use common::dataset::{Dataset, InputRow};
-use common::job::{rows_digest, JobSpec, JudgeMode, JudgeSettings, PromptMode};
+use common::job::{JobSpec, JudgeMode, JudgeSettings, PromptMode};
 use common::queue::{Queue, QueueError, Stage};
 use common::records::PredictionRecord;
 use common::status;
@@ -42,16 +42,16 @@ async fn judged_ready_job(queue: &Queue, rows_total: u64) -> Result<common::JobI
             answer_letter: None,
         })
         .collect();
-    let spec = JobSpec {
-        model: format!("judge-bench-{}", uuid::Uuid::new_v4().simple()),
-        dataset: Dataset::Boolq,
-        split: "bench".into(),
-        source: "bench".into(),
-        rows: rows_total,
-        max_tokens: 1,
-        prompt_mode: PromptMode::Raw,
-        rows_digest: rows_digest(&rows),
-    };
+    let model = format!("judge-bench-{}", uuid::Uuid::new_v4().simple());
+    let spec = JobSpec::for_rows(
+        model,
+        Dataset::Boolq,
+        "bench",
+        "bench",
+        &rows,
+        1,
+        PromptMode::Raw,
+    );
     let judge = JudgeSettings {
         model: "gpt-4o-2024-08-06".into(),
         mode: JudgeMode::Llm,
