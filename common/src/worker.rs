@@ -283,7 +283,9 @@ async fn run_loop<P: ShardProcessor>(
                         let got = !leases.is_empty();
                         found_nothing = !got;
                         for (lease, spec, judge) in leases {
-                            let key = format!("{}/{}", lease.job, lease.shard);
+                            // Keyed by the lease token: the same shard can be held again (released
+                            // by one task, re-claimed) before the first task has been joined.
+                            let key = lease.token.clone();
                             let cancel = CancellationToken::new();
                             held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone() });
                             let ctx = ShardContext { lease, spec, judge, queue: queue.clone(), cancel };

@@ -365,7 +365,11 @@ async fn spent_quota_stops_the_worker_and_releases_its_shards() {
         "{err}"
     );
     let st = status::job_status(&queue, &id).await.unwrap();
-    assert_eq!(st.shards.queued.judge, 2, "released, not failed");
+    assert_eq!(
+        st.shards.queued.judge, 2,
+        "released, not failed: {:?} {:?}",
+        st.shards, st.last_error
+    );
     assert_eq!((st.shards.failed, st.rows_judged), (0, 0));
     let workers = status::workers(&queue).await.unwrap();
     assert!(workers
