@@ -300,3 +300,58 @@ fn submit_status_resubmit_requeue_and_export_behave() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["jobs"][0]["state"], "cancelled");
 }
+
+#[test]
+fn a_redis_password_never_reaches_output_logs_or_redis() {
+    let redis = RedisServer::start_with(true, Some("s3cr3t-redis-pw")).unwrap();
+    let url = redis.url();
+    assert!(url.contains("s3cr3t-redis-pw"));
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_conftag"))
+            .args(args)
+            .env("REDIS_URL", &url)
+            .env("RUST_LOG", "trace")
+            .env("OPENAI_API_KEY", "sk-never-printed")
+            .output()
+            .unwrap()
+    };
+    let data = samples("boolq.jsonl");
+    let outputs = [
+        run(&["submit", "--model", "m", "--dataset", "boolq", "--split", "test", "--data", &data]),
+        run(&["status", "--json"]),
+        run(&["status"]),
+        run(&["workers", "--json"]),
+        run(&["--help"]),
+        run(&["--log-format", "json", "status"]),
+    ];
+    for o in &outputs {
+        assert!(o.status.success(), "{}", stderr(o));
+        for text in [String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)] {
+            assert!(!text.contains("s3cr3t-redis-pw"), "password printed:\n{text}");
+            assert!(!text.contains("sk-never-printed"), "API key printed:\n{text}");
+        }
+    }
+    // Wrong password: a clear error, still without the password.
+    let bad = Command::new(env!("CARGO_BIN_EXE_conftag"))
+        .args(["status"])
+        .env("REDIS_URL", url.replace("s3cr3t-redis-pw", "wr0ng-pw"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(!stderr(&bad).contains("wr0ng-pw"), "{}", stderr(&bad));
+    // Nothing in Redis holds either secret.
+    let dump = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "-a", "s3cr3t-redis-pw", "--no-auth-warning", "--scan"])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8_lossy(&dump.stdout).to_string();
+    assert!(!keys.trim().is_empty());
+    for key in keys.lines() {
+        let v = Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string(), "-a", "s3cr3t-redis-pw", "--no-auth-warning", "DUMP", key])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&v.stdout);
+        assert!(!text.contains("s3cr3t-redis-pw") && !text.contains("sk-never-printed"), "secret in {key}");
+    }
+}
