@@ -317,7 +317,17 @@ fn a_redis_password_never_reaches_output_logs_or_redis() {
     };
     let data = samples("boolq.jsonl");
     let outputs = [
-        run(&["submit", "--model", "m", "--dataset", "boolq", "--split", "test", "--data", &data]),
+        run(&[
+            "submit",
+            "--model",
+            "m",
+            "--dataset",
+            "boolq",
+            "--split",
+            "test",
+            "--data",
+            &data,
+        ]),
         run(&["status", "--json"]),
         run(&["status"]),
         run(&["workers", "--json"]),
@@ -326,9 +336,18 @@ fn a_redis_password_never_reaches_output_logs_or_redis() {
     ];
     for o in &outputs {
         assert!(o.status.success(), "{}", stderr(o));
-        for text in [String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)] {
-            assert!(!text.contains("s3cr3t-redis-pw"), "password printed:\n{text}");
-            assert!(!text.contains("sk-never-printed"), "API key printed:\n{text}");
+        for text in [
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        ] {
+            assert!(
+                !text.contains("s3cr3t-redis-pw"),
+                "password printed:\n{text}"
+            );
+            assert!(
+                !text.contains("sk-never-printed"),
+                "API key printed:\n{text}"
+            );
         }
     }
     // Wrong password: a clear error, still without the password.
@@ -341,17 +360,35 @@ fn a_redis_password_never_reaches_output_logs_or_redis() {
     assert!(!stderr(&bad).contains("wr0ng-pw"), "{}", stderr(&bad));
     // Nothing in Redis holds either secret.
     let dump = Command::new("redis-cli")
-        .args(["-p", &redis.port().to_string(), "-a", "s3cr3t-redis-pw", "--no-auth-warning", "--scan"])
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "-a",
+            "s3cr3t-redis-pw",
+            "--no-auth-warning",
+            "--scan",
+        ])
         .output()
         .unwrap();
     let keys = String::from_utf8_lossy(&dump.stdout).to_string();
     assert!(!keys.trim().is_empty());
     for key in keys.lines() {
         let v = Command::new("redis-cli")
-            .args(["-p", &redis.port().to_string(), "-a", "s3cr3t-redis-pw", "--no-auth-warning", "DUMP", key])
+            .args([
+                "-p",
+                &redis.port().to_string(),
+                "-a",
+                "s3cr3t-redis-pw",
+                "--no-auth-warning",
+                "DUMP",
+                key,
+            ])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&v.stdout);
-        assert!(!text.contains("s3cr3t-redis-pw") && !text.contains("sk-never-printed"), "secret in {key}");
+        assert!(
+            !text.contains("s3cr3t-redis-pw") && !text.contains("sk-never-printed"),
+            "secret in {key}"
+        );
     }
 }

@@ -52,26 +52,75 @@ pub enum CallError {
     Fatal(String),
 }
 
-/// Shared pause: set by 429s and by rate-limit headers that say the budget is spent.
+/// The process-wide gate every judge request passes: a pause set by 429s and by spent token
+/// budgets, and a request budget read from `x-ratelimit-remaining-requests` /
+/// `x-ratelimit-reset-requests`. Each request reserves one unit of the budget before it is
+/// sent, so with many requests in flight the worker stops at the server's limit instead of
+/// learning about it from a burst of 429s.
 #[derive(Debug, Default)]
 pub struct RateGate {
-    until: Mutex<Option<Instant>>,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    until: Option<Instant>,
+    /// Requests still allowed before the instant, minus those sent since the server said so.
+    budget: Option<(u64, Instant)>,
+    in_flight: u64,
 }
 
 impl RateGate {
-    pub async fn wait(&self) {
-        let until = *self.until.lock().await;
-        if let Some(t) = until {
-            if t > Instant::now() {
-                tokio::time::sleep_until(t).await;
+    /// Wait until a request may be sent, and count it in flight (pair with [`done`](Self::done)).
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut g = self.state.lock().await;
+                let now = Instant::now();
+                match g.until.filter(|t| *t > now) {
+                    Some(t) => Some(t),
+                    None => match g.budget {
+                        Some((0, reset)) if reset > now => Some(reset),
+                        Some((left, reset)) if reset > now => {
+                            g.budget = Some((left - 1, reset));
+                            None
+                        }
+                        // The window reset: unknown until the next response says.
+                        Some(_) => {
+                            g.budget = None;
+                            None
+                        }
+                        None => None,
+                    },
+                }
+            };
+            match wait {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => {
+                    self.state.lock().await.in_flight += 1;
+                    return;
+                }
             }
         }
     }
+
+    pub async fn done(&self) {
+        let mut g = self.state.lock().await;
+        g.in_flight = g.in_flight.saturating_sub(1);
+    }
+
+    /// The server's word on the request budget, seen on a response to one of our requests.
+    pub async fn observe(&self, remaining: u64, reset_in: Duration) {
+        let mut g = self.state.lock().await;
+        let others = g.in_flight.saturating_sub(1);
+        g.budget = Some((remaining.saturating_sub(others), Instant::now() + reset_in));
+    }
+
     pub async fn pause_for(&self, d: Duration) {
         let t = Instant::now() + d;
-        let mut g = self.until.lock().await;
-        if g.is_none_or(|cur| cur < t) {
-            *g = Some(t);
+        let mut g = self.state.lock().await;
+        if g.until.is_none_or(|cur| cur < t) {
+            g.until = Some(t);
         }
     }
 }
@@ -181,7 +230,7 @@ impl OpenAiClient {
         let mut transient_failures = 0u32;
         let mut content_failures = 0u32;
         loop {
-            self.gate.wait().await;
+            self.gate.acquire().await;
             let mut req = self.http.post(&self.endpoint).json(&body);
             if let Some(key) = &self.config.api_key {
                 req = req.bearer_auth(key.expose());
@@ -192,6 +241,7 @@ impl OpenAiClient {
                 }
                 Ok(resp) => self.read_response(resp).await,
             };
+            self.gate.done().await;
             match outcome {
                 Attempt::Done(call) => return Ok(call),
                 Attempt::Fatal(m) => return Err(CallError::Fatal(m)),
@@ -228,6 +278,9 @@ impl OpenAiClient {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let retry_after = retry_after(&headers);
+        if let Some((left, reset)) = request_budget(&headers) {
+            self.gate.observe(left, reset).await;
+        }
         if let Some(pause) = ratelimit_pause(&headers) {
             self.gate.pause_for(pause).await;
         }
@@ -351,6 +404,17 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     get("retry-after")
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|s| Duration::from_secs_f64(s.clamp(0.0, 600.0)))
+}
+
+/// `x-ratelimit-remaining-requests` and `x-ratelimit-reset-requests`, when both are there.
+pub fn request_budget(headers: &reqwest::header::HeaderMap) -> Option<(u64, Duration)> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let left = get("x-ratelimit-remaining-requests")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let reset = get("x-ratelimit-reset-requests").and_then(parse_reset)?;
+    Some((left, reset))
 }
 
 /// When the headers say the request or token budget is spent, how long until it resets.
