@@ -121,9 +121,10 @@ pub struct InferArgs {
     #[arg(long, default_value_t = 0.9)]
     pub gpu_mem_util: f32,
     /// Rows held at once across shards: the worker leases the next shards before the current
-    /// ones drain so the engine never idles.
-    #[arg(long, default_value_t = 128)]
-    pub max_inflight_rows: u64,
+    /// ones drain so the engine never idles [default: 4 × the requests in flight, at least 32;
+    /// on CPU, one at a time, that is 32].
+    #[arg(long)]
+    pub max_inflight_rows: Option<u64>,
     /// Lease length in seconds (renewed every third of it).
     #[arg(long, default_value_t = 60)]
     pub lease_secs: u64,
@@ -153,13 +154,18 @@ impl InferArgs {
         o
     }
 
-    pub fn worker_config(&self) -> WorkerConfig {
+    /// The worker settings; `engine_concurrency` is how many requests the loaded engine runs
+    /// at once (it sizes the default number of rows held).
+    pub fn worker_config(&self, engine_concurrency: usize) -> WorkerConfig {
         let mut c = WorkerConfig::new(Stage::Infer);
         if let Some(id) = &self.worker_id {
             c.id = id.clone();
         }
         c.model = self.model.clone();
-        c.max_inflight_rows = self.max_inflight_rows.max(1);
+        c.max_inflight_rows = self
+            .max_inflight_rows
+            .unwrap_or((4 * engine_concurrency as u64).max(32))
+            .max(1);
         c.lease = Duration::from_secs(self.lease_secs.max(3));
         c.drain_grace = Duration::from_secs(self.drain_secs);
         c.exit_when_done = self.exit_when_done;

@@ -106,6 +106,7 @@ pub struct MistralEngine {
     name: String,
     max_ctx: Option<usize>,
     slots: RwLock<Arc<Semaphore>>,
+    concurrency: std::sync::atomic::AtomicUsize,
     on_gpu: bool,
 }
 
@@ -257,6 +258,7 @@ impl MistralEngine {
             name: opts.weights.clone(),
             max_ctx,
             slots: RwLock::new(Arc::new(Semaphore::new(concurrency))),
+            concurrency: std::sync::atomic::AtomicUsize::new(concurrency),
             on_gpu,
         })
     }
@@ -272,6 +274,13 @@ impl MistralEngine {
     /// Change how many requests go to the engine at once.
     pub async fn set_concurrency(&self, n: usize) {
         *self.slots.write().await = Arc::new(Semaphore::new(n.max(1)));
+        self.concurrency
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many requests go to the engine at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of prompt tokens as the engine will see them (raw mode).

@@ -69,7 +69,8 @@ async fn main() -> ExitCode {
             );
         }
         let shutdown = common::worker::shutdown_on_signals();
-        worker_infer::run(queue, engine, cli.worker.worker_config(), shutdown).await?;
+        let config = cli.worker.worker_config(engine.concurrency());
+        worker_infer::run(queue, engine, config, shutdown).await?;
         Ok(())
     }
     .await;
