@@ -246,3 +246,18 @@ impl Drop for RedisCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `n` made-up BoolQ-shaped rows (answer `true` on even indices), for tests and benchmarks
+/// of the queue, where the content does not matter.
+pub fn synthetic_rows(n: u64) -> Vec<crate::dataset::InputRow> {
+    (0..n)
+        .map(|i| crate::dataset::InputRow {
+            index: i,
+            question: format!("question {i}"),
+            prompt: format!("Read the passage and answer. Passage: text {i}. Question: q{i}?"),
+            correct_answer: serde_json::Value::Bool(i % 2 == 0),
+            options: None,
+            answer_letter: None,
+        })
+        .collect()
+}

@@ -65,12 +65,39 @@ impl WorkerConfig {
     }
 }
 
-/// `{host}-{stage}-{pid}-{4 random hex}`.
-pub fn default_worker_id(stage: Stage) -> String {
-    let host = hostname::get()
+fn host_name() -> String {
+    hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "host".into());
+        .unwrap_or_else(|| "host".into())
+}
+
+/// Publish this worker's registry entry (stamped with the Redis server's clock).
+async fn heartbeat(
+    queue: &Queue,
+    config: &WorkerConfig,
+    state: String,
+    shards: Vec<String>,
+    started_ms: u64,
+    stats: &WorkerStats,
+) -> Result<(), QueueError> {
+    let info = WorkerInfo {
+        id: config.id.clone(),
+        host: host_name(),
+        kind: config.stage.name().into(),
+        model: config.model.clone(),
+        state,
+        shards,
+        started_ms,
+        heartbeat_ms: status::server_time_ms(queue).await?,
+        rows_done: stats.rows_done.load(Ordering::Relaxed),
+    };
+    status::publish_worker(queue, &info).await
+}
+
+/// `{host}-{stage}-{pid}-{4 random hex}`.
+pub fn default_worker_id(stage: Stage) -> String {
+    let host = host_name();
     let rand = &uuid::Uuid::new_v4().simple().to_string()[..4];
     format!("{host}-{stage}-{}-{rand}", std::process::id())
 }
@@ -239,8 +266,13 @@ async fn run_loop<P: ShardProcessor>(
                 next_claim = tokio::time::Instant::now();
             }
             _ = renew_tick.tick() => {
-                for (_, h) in held.iter() {
-                    match queue.renew(&h.lease, config.lease).await {
+                // All leases at once: one slow or failing Redis answer must not delay the rest.
+                let outcomes = futures::future::join_all(
+                    held.values().map(|h| queue.renew(&h.lease, config.lease)),
+                )
+                .await;
+                for (h, outcome) in held.values().zip(outcomes) {
+                    match outcome {
                         Ok(RenewOutcome::Renewed) => {}
                         Ok(outcome) => {
                             warn!(job = %h.lease.job, shard = h.lease.shard, ?outcome, "lease gone; abandoning shard");
@@ -249,22 +281,13 @@ async fn run_loop<P: ShardProcessor>(
                         Err(e) => warn!(job = %h.lease.job, shard = h.lease.shard, error = %e, "lease renewal failed; will retry"),
                     }
                 }
-                let info = WorkerInfo {
-                    id: config.id.clone(),
-                    host: hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
-                    kind: config.stage.name().into(),
-                    model: config.model.clone(),
-                    state: match (&fatal, draining) {
-                        (Some(f), _) => format!("stopped: {f}"),
-                        (None, true) => "draining".into(),
-                        (None, false) => "running".into(),
-                    },
-                    shards: held.values().map(|h| format!("{}/{}", h.lease.job, h.lease.shard)).collect(),
-                    started_ms,
-                    heartbeat_ms: status::server_time_ms(&queue).await.unwrap_or(0),
-                    rows_done: stats.rows_done.load(Ordering::Relaxed),
+                let state = match (&fatal, draining) {
+                    (Some(f), _) => format!("stopped: {f}"),
+                    (None, true) => "draining".into(),
+                    (None, false) => "running".into(),
                 };
-                if let Err(e) = status::publish_worker(&queue, &info).await {
+                let shards = held.values().map(|h| format!("{}/{}", h.lease.job, h.lease.shard)).collect();
+                if let Err(e) = heartbeat(&queue, &config, state, shards, started_ms, &stats).await {
                     debug!(error = %e, "heartbeat not published");
                 }
             }
@@ -313,21 +336,8 @@ async fn run_loop<P: ShardProcessor>(
     match &fatal {
         // Leave the stopped worker in the registry so `conftag status` shows why.
         Some(msg) => {
-            let info = WorkerInfo {
-                id: config.id.clone(),
-                host: hostname::get()
-                    .ok()
-                    .and_then(|h| h.into_string().ok())
-                    .unwrap_or_default(),
-                kind: config.stage.name().into(),
-                model: config.model.clone(),
-                state: format!("stopped: {msg}"),
-                shards: Vec::new(),
-                started_ms,
-                heartbeat_ms: status::server_time_ms(&queue).await.unwrap_or(0),
-                rows_done: stats.rows_done.load(Ordering::Relaxed),
-            };
-            let _ = status::publish_worker(&queue, &info).await;
+            let state = format!("stopped: {msg}");
+            let _ = heartbeat(&queue, &config, state, Vec::new(), started_ms, &stats).await;
         }
         None => {
             let _ = status::forget_worker(&queue, &config.id).await;

@@ -4,33 +4,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::Dataset;
 use common::export::export_jobs;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{CompleteOutcome, Queue, RequeueRequest, RequeueSelection, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::RedisCluster;
-
-fn rows(n: u64) -> Vec<InputRow> {
-    (0..n)
-        .map(|i| InputRow {
-            index: i,
-            question: format!("q{i}"),
-            prompt: format!("p{i}"),
-            correct_answer: serde_json::json!(i % 3 == 0),
-            options: None,
-            answer_letter: None,
-        })
-        .collect()
-}
+use common::testutil::{synthetic_rows, RedisCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_end_to_end_on_a_cluster() {
     let cluster = RedisCluster::start(3).expect("redis cluster");
     let queue = Queue::connect(&RedisUrl::new(cluster.url())).await.unwrap();
-    let r = rows(10);
+    let r = synthetic_rows(10);
     let mut ids = Vec::new();
     for m in 0..6 {
         let spec = JobSpec {

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::Dataset;
 use common::job::{rows_digest, JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::JobKeys;
 use common::queue::{CompleteOutcome, Queue, ShardLease, Stage};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::RedisServer;
+use common::testutil::{synthetic_rows, RedisServer};
 
 fn worker(url: &str, stage: &str, id: &str, lease_ms: u64, sleep_ms: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_conftag-test-worker"))
@@ -23,16 +23,7 @@ fn worker(url: &str, stage: &str, id: &str, lease_ms: u64, sleep_ms: u64) -> Chi
 }
 
 async fn submit(queue: &Queue, n: u64, shard: u64) -> JobId {
-    let rows: Vec<InputRow> = (0..n)
-        .map(|i| InputRow {
-            index: i,
-            question: format!("q{i}"),
-            prompt: format!("p{i}"),
-            correct_answer: serde_json::json!(true),
-            options: None,
-            answer_letter: None,
-        })
-        .collect();
+    let rows = synthetic_rows(n);
     let spec = JobSpec {
         model: "m".into(),
         dataset: Dataset::Boolq,
@@ -197,5 +188,45 @@ async fn sigterm_drains_and_releases_without_spending_attempts() {
     assert_eq!(
         (st.state, st.rows_judged, st.rows_correct),
         (JobState::Done, 8, 4)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let job = submit(&queue, 4, 4).await;
+    let child = Command::new(env!("CARGO_BIN_EXE_conftag-test-worker"))
+        .args([redis.url().as_str(), "infer", "stubborn", "10000", "60000"])
+        .env("RUST_LOG", "warn")
+        .env("CONFTAG_TEST_DRAIN_MS", "60000")
+        .spawn()
+        .unwrap();
+    let q = queue.clone();
+    let j = job.clone();
+    wait_until("a lease", 20, || {
+        let q = q.clone();
+        let j = j.clone();
+        async move {
+            status::job_status(&q, &j)
+                .await
+                .unwrap()
+                .shards
+                .leased
+                .infer
+                > 0
+        }
+    })
+    .await;
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "second signal: exit now");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "did not wait for the 60 s drain"
     );
 }

@@ -11,21 +11,8 @@ use common::queue::{
 };
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::RedisServer;
+use common::testutil::{synthetic_rows, RedisServer};
 use serde_json::json;
-
-fn rows(n: u64) -> Vec<InputRow> {
-    (0..n)
-        .map(|i| InputRow {
-            index: i,
-            question: format!("q{i}"),
-            prompt: format!("prompt {i}"),
-            correct_answer: json!(i % 2 == 0),
-            options: None,
-            answer_letter: None,
-        })
-        .collect()
-}
 
 fn spec(model: &str, rows: &[InputRow]) -> JobSpec {
     JobSpec {
@@ -43,7 +30,7 @@ fn spec(model: &str, rows: &[InputRow]) -> JobSpec {
 async fn setup(n: u64, shard_size: u64, max_attempts: u32) -> (RedisServer, Queue, JobSpec) {
     let server = RedisServer::start().expect("redis-server");
     let queue = Queue::connect(&RedisUrl::new(server.url())).await.unwrap();
-    let r = rows(n);
+    let r = synthetic_rows(n);
     let s = spec("m", &r);
     let out = queue
         .submit(&s, &JudgeSettings::default(), &r, shard_size, max_attempts)
@@ -91,7 +78,7 @@ const LEASE: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn submit_is_idempotent_and_conflicts_are_refused() {
     let (_server, queue, s) = setup(10, 4, 3).await;
-    let r = rows(10);
+    let r = synthetic_rows(10);
     let again = queue
         .submit(&s, &JudgeSettings::default(), &r, 4, 3)
         .await

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::Dataset;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{
     CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
@@ -14,7 +14,7 @@ use common::queue::{
 };
 use common::redis_conn::RedisUrl;
 use common::status;
-use common::testutil::RedisServer;
+use common::testutil::{synthetic_rows, RedisServer};
 use proptest::prelude::*;
 
 const ROWS: u64 = 10;
@@ -105,19 +105,6 @@ impl Model {
     }
 }
 
-fn rows() -> Vec<InputRow> {
-    (0..ROWS)
-        .map(|i| InputRow {
-            index: i,
-            question: format!("q{i}"),
-            prompt: format!("p{i}"),
-            correct_answer: serde_json::json!(true),
-            options: None,
-            answer_letter: None,
-        })
-        .collect()
-}
-
 async fn complete(q: &Queue, l: &ShardLease) -> CompleteOutcome {
     let mut counters = BTreeMap::new();
     counters.insert(format!("{}_rows", l.stage.name()), l.rows() as i64);
@@ -126,7 +113,7 @@ async fn complete(q: &Queue, l: &ShardLease) -> CompleteOutcome {
 }
 
 async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let r = rows();
+    let r = synthetic_rows(ROWS);
     let spec = JobSpec {
         model: format!("model{case}"),
         dataset: Dataset::Boolq,

@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::Dataset;
 use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::status;
+use common::testutil::synthetic_rows;
 use common::worker::{
     run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
@@ -70,26 +71,13 @@ impl ShardProcessor for NoopProcessor {
     }
 }
 
-fn rows(n: u64) -> Vec<InputRow> {
-    (0..n)
-        .map(|i| InputRow {
-            index: i,
-            question: format!("question {i}"),
-            prompt: format!("Read the passage and answer. Passage: text {i}. Question: q{i}?"),
-            correct_answer: serde_json::Value::Bool(i % 2 == 0),
-            options: None,
-            answer_letter: None,
-        })
-        .collect()
-}
-
 async fn submit_bench_job(
     queue: &Queue,
     model: &str,
     rows_total: u64,
     shard_size: u64,
 ) -> Result<common::JobId, CommandError> {
-    let r = rows(rows_total);
+    let r = synthetic_rows(rows_total);
     let spec = JobSpec::for_rows(
         model,
         Dataset::Boolq,

@@ -187,6 +187,22 @@ fn error_body(status: StatusCode, kind: &str, code: &str, message: &str) -> Resp
         .into_response()
 }
 
+/// A 429 like the real API's, with `retry-after-ms` and `retry-after` (whole seconds, rounded up).
+fn rate_limited(retry: Duration) -> Response {
+    let mut r = error_body(
+        StatusCode::TOO_MANY_REQUESTS,
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests.",
+    );
+    let ms = retry.as_millis().max(1) as u64;
+    r.headers_mut()
+        .insert("retry-after-ms", HeaderValue::from(ms));
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+    r
+}
+
 fn fmt_reset(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
@@ -267,34 +283,11 @@ async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Option<Json<Val
         r
     };
     if let Some(reset) = limited {
-        let mut r = error_body(
-            StatusCode::TOO_MANY_REQUESTS,
-            "requests",
-            "rate_limit_exceeded",
-            "Rate limit reached for requests.",
-        );
-        let ms = reset.as_millis().max(1);
-        r.headers_mut()
-            .insert("retry-after-ms", HeaderValue::from(ms as u64));
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from(ms.div_ceil(1000) as u64));
-        return with_headers(r);
+        return with_headers(rate_limited(reset));
     }
     tokio::time::sleep(latency).await;
     let fault_response = match fault {
-        Some(Fault::RateLimit) => {
-            let mut r = error_body(
-                StatusCode::TOO_MANY_REQUESTS,
-                "requests",
-                "rate_limit_exceeded",
-                "Rate limit reached for requests.",
-            );
-            r.headers_mut()
-                .insert("retry-after-ms", HeaderValue::from(200u64));
-            r.headers_mut()
-                .insert("retry-after", HeaderValue::from(1u64));
-            Some(r)
-        }
+        Some(Fault::RateLimit) => Some(rate_limited(Duration::from_millis(200))),
         Some(Fault::ServerError) => Some(error_body(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",

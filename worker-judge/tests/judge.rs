@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::dataset::{load_split, Dataset, DatasetSource};
-use common::job::{rows_digest, JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
+use common::job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
 use common::queue::{CompleteOutcome, Queue, Stage};
 use common::records::{PredictionRecord, TaggedRecord};
 use common::redis_conn::RedisUrl;
@@ -28,6 +28,16 @@ fn samples(name: &str) -> std::path::PathBuf {
 /// Submit the BoolQ sample rows and answer them as an infer worker would: rows with an even
 /// index say the right answer, odd ones the wrong one.
 async fn job_with_predictions(queue: &Queue, mode: JudgeMode, shard: u64) -> JobId {
+    job_with_predictions_for(queue, "fake-model", mode, shard).await
+}
+
+/// The same under another model name (another job over the same rows).
+async fn job_with_predictions_for(
+    queue: &Queue,
+    model: &str,
+    mode: JudgeMode,
+    shard: u64,
+) -> JobId {
     let rows = load_split(
         Dataset::Boolq,
         &DatasetSource::File {
@@ -37,16 +47,15 @@ async fn job_with_predictions(queue: &Queue, mode: JudgeMode, shard: u64) -> Job
     )
     .await
     .unwrap();
-    let spec = JobSpec {
-        model: "fake-model".into(),
-        dataset: Dataset::Boolq,
-        split: "test".into(),
-        source: "samples".into(),
-        rows: rows.len() as u64,
-        max_tokens: 128,
-        prompt_mode: PromptMode::Raw,
-        rows_digest: rows_digest(&rows),
-    };
+    let spec = JobSpec::for_rows(
+        model,
+        Dataset::Boolq,
+        "test",
+        "samples",
+        &rows,
+        128,
+        PromptMode::Raw,
+    );
     let judge = JudgeSettings {
         model: "gpt-4o-2024-08-06".into(),
         mode,
@@ -123,6 +132,15 @@ async fn tagged(queue: &Queue, id: &JobId) -> Vec<TaggedRecord> {
         .collect()
 }
 
+async fn fake_stats(server: &FakeServer) -> serde_json::Value {
+    reqwest::get(format!("http://{}/admin/stats", server.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn fault(server: &FakeServer, f: Fault, count: u64) {
     reqwest::Client::new()
         .post(format!("http://{}/admin/faults", server.addr))
@@ -195,7 +213,7 @@ async fn rules_mode_needs_no_network_and_hybrid_saves_calls() {
         .await
         .unwrap();
     // Same rows under another model name: another job.
-    let id2 = job_with_predictions_named(&queue, "hybrid-model", JudgeMode::Hybrid).await;
+    let id2 = job_with_predictions_for(&queue, "hybrid-model", JudgeMode::Hybrid, 8).await;
     run_judge(
         &queue,
         JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 2),
@@ -210,61 +228,6 @@ async fn rules_mode_needs_no_network_and_hybrid_saves_calls() {
     );
     assert_eq!(st.judge.rules_llm_agree, 4);
     assert_eq!(st.judge.rules_llm_disagree, 0);
-}
-
-async fn job_with_predictions_named(queue: &Queue, model: &str, mode: JudgeMode) -> JobId {
-    // Re-submit the sample under another model name, answered the same way.
-    let rows = load_split(
-        Dataset::Boolq,
-        &DatasetSource::File {
-            path: samples("boolq.jsonl"),
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let spec = JobSpec {
-        model: model.into(),
-        dataset: Dataset::Boolq,
-        split: "test".into(),
-        source: "samples".into(),
-        rows: rows.len() as u64,
-        max_tokens: 128,
-        prompt_mode: PromptMode::Raw,
-        rows_digest: rows_digest(&rows),
-    };
-    let judge = JudgeSettings {
-        model: "gpt-4o-2024-08-06".into(),
-        mode,
-        budget_micro_usd: None,
-    };
-    queue.submit(&spec, &judge, &rows, 8, 5).await.unwrap();
-    let id = spec.id();
-    let lease = queue
-        .claim(&id, Stage::Infer, "x", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    let out: Vec<(u64, String)> = rows
-        .iter()
-        .map(|r| {
-            let truth = r.correct_answer.as_bool().unwrap();
-            let says = if r.index % 2 == 0 { truth } else { !truth };
-            let p = PredictionRecord {
-                response: if says { "yes".into() } else { "no".into() },
-                question: r.question.clone(),
-                correct_answer: r.correct_answer.clone(),
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                finish_reason: "stop".into(),
-                error: None,
-            };
-            (r.index, serde_json::to_string(&p).unwrap())
-        })
-        .collect();
-    let counters = [("infer_rows".to_owned(), 8)].into();
-    queue.complete(&lease, &counters, &out).await.unwrap();
-    id
 }
 
 #[tokio::test]
@@ -311,12 +274,7 @@ async fn rate_limit_storms_5xx_garbage_and_hangs_are_ridden_out() {
         (st.rows_judged, st.rows_correct, st.rows_judge_errors),
         (8, 4, 0)
     );
-    let stats: serde_json::Value = reqwest::get(format!("http://{}/admin/stats", fake.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = fake_stats(&fake).await;
     assert!(stats["rate_limited"].as_u64().unwrap() + stats["faults"].as_u64().unwrap() > 0);
 }
 
@@ -495,12 +453,7 @@ async fn batch_mode_judges_through_the_batch_api_and_resumes_after_a_restart() {
         .all(|t| t.judged_by == "batch" && t.judge_response.is_some()));
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!((st.rows_judged, st.rows_correct), (8, 4));
-    let stats: serde_json::Value = reqwest::get(format!("http://{}/admin/stats", fake.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = fake_stats(&fake).await;
     assert_eq!(
         stats["batches_created"], 2,
         "one batch per shard, none paid twice"
@@ -529,12 +482,7 @@ async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!(st.rows_judged, 8);
     assert!(st.last_error.is_some(), "the first attempt failed");
-    let stats: serde_json::Value = reqwest::get(format!("http://{}/admin/stats", fake.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = fake_stats(&fake).await;
     assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
     assert_eq!(st.judge.llm_calls, 8);
 }

@@ -87,7 +87,12 @@ async fn main() {
     config.idle_poll = Duration::from_millis(50);
     config.exit_when_done = true;
     config.max_inflight_rows = 4;
-    config.drain_grace = Duration::from_millis(200);
+    config.drain_grace = Duration::from_millis(
+        std::env::var("CONFTAG_TEST_DRAIN_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200),
+    );
     let sleepy = Sleepy {
         sleep: Duration::from_millis(args[5].parse().unwrap()),
         worker: config.id.clone(),
