@@ -21,11 +21,23 @@ pub struct CommonArgs {
     /// Log format on stderr: `pretty` for people, `json` (one object per line) for log shippers.
     #[arg(long, env = "CONFTAG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464); off when unset.
+    #[arg(long, env = "CONFTAG_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl CommonArgs {
     pub fn redis_url(&self) -> crate::redis_conn::RedisUrl {
         crate::redis_conn::RedisUrl::new(self.redis_url.clone())
+    }
+
+    /// Start the `/metrics` endpoint when `--metrics-addr` is given (needs a tokio runtime).
+    pub fn serve_metrics(&self) -> Result<(), crate::metrics::MetricsError> {
+        match self.metrics_addr {
+            Some(addr) => crate::metrics::serve(addr),
+            None => Ok(()),
+        }
     }
 }
 

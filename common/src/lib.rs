@@ -3,8 +3,10 @@
 pub mod config;
 pub mod dataset;
 pub mod export;
+pub mod http;
 pub mod job;
 pub mod keys;
+pub mod metrics;
 pub mod prompt;
 pub mod queue;
 pub mod records;

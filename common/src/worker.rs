@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::job::{JobId, JobSpec, JudgeSettings};
 use crate::keys::JobKeys;
+use crate::metrics as m;
 use crate::queue::{
     CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage,
 };
@@ -243,13 +244,17 @@ async fn run_loop<P: ShardProcessor>(
                     }
                 };
                 if let Some(h) = held.remove(&key) {
+                    let stage = config.stage.name();
+                    ::metrics::gauge!(m::ROWS_IN_FLIGHT, "stage" => stage).decrement(h.lease.rows() as f64);
                     match end {
                         TaskEnd::Completed => {
                             stats.shards_done.fetch_add(1, Ordering::Relaxed);
                             stats.rows_done.fetch_add(h.lease.rows(), Ordering::Relaxed);
+                            ::metrics::counter!(m::SHARDS_COMPLETED, "stage" => stage).increment(1);
                         }
                         TaskEnd::Stale => {
                             stats.stale_completions.fetch_add(1, Ordering::Relaxed);
+                            ::metrics::counter!(m::SHARD_FAILURES, "stage" => stage, "reason" => "stale").increment(1);
                         }
                         TaskEnd::Fatal(msg) => {
                             warn!(error = %msg, "fatal error: no more claims; draining");
@@ -272,13 +277,20 @@ async fn run_loop<P: ShardProcessor>(
                 )
                 .await;
                 for (h, outcome) in held.values().zip(outcomes) {
+                    let renewed = |outcome: &'static str| {
+                        ::metrics::counter!(m::LEASE_RENEWALS, "stage" => config.stage.name(), "outcome" => outcome).increment(1)
+                    };
                     match outcome {
-                        Ok(RenewOutcome::Renewed) => {}
+                        Ok(RenewOutcome::Renewed) => renewed("renewed"),
                         Ok(outcome) => {
+                            renewed("lost");
                             warn!(job = %h.lease.job, shard = h.lease.shard, ?outcome, "lease gone; abandoning shard");
                             h.cancel.cancel();
                         }
-                        Err(e) => warn!(job = %h.lease.job, shard = h.lease.shard, error = %e, "lease renewal failed; will retry"),
+                        Err(e) => {
+                            renewed("error");
+                            warn!(job = %h.lease.job, shard = h.lease.shard, error = %e, "lease renewal failed; will retry")
+                        }
                     }
                 }
                 let state = match (&fatal, draining) {
@@ -456,6 +468,10 @@ async fn claim_round<P: ShardProcessor>(
             {
                 Some(lease) => {
                     inflight_rows += lease.rows();
+                    let stage = config.stage.name();
+                    ::metrics::counter!(m::SHARDS_CLAIMED, "stage" => stage).increment(1);
+                    ::metrics::gauge!(m::ROWS_IN_FLIGHT, "stage" => stage)
+                        .increment(lease.rows() as f64);
                     claimed_here = true;
                     out.push((lease, spec.clone(), judge.clone()));
                 }
@@ -505,17 +521,35 @@ async fn run_shard<P: ShardProcessor>(
         r = processor.process(ctx) => r,
         _ = cancel.cancelled() => Err(ProcessError::Cancelled),
     };
+    let stage = config.stage.name();
+    let failed = |reason: &'static str| {
+        ::metrics::counter!(m::SHARD_FAILURES, "stage" => stage, "reason" => reason).increment(1)
+    };
     let end = match result {
-        Ok(output) => complete_with_retry(&queue, &lease, &output, &cancel).await,
+        Ok(output) => {
+            let end = complete_with_retry(&queue, &lease, &output, &cancel).await;
+            if matches!(end, TaskEnd::Completed) {
+                for (name, value) in &output.counters {
+                    if *value > 0 {
+                        ::metrics::counter!(m::shard_counter_name(name), "stage" => stage)
+                            .increment(*value as u64);
+                    }
+                }
+            }
+            end
+        }
         Err(ProcessError::Cancelled) => {
+            failed("released");
             release_quietly(&queue, &lease).await;
             TaskEnd::Released
         }
         Err(ProcessError::Fatal(msg)) => {
+            failed("fatal");
             release_quietly(&queue, &lease).await;
             TaskEnd::Fatal(msg)
         }
         Err(ProcessError::Paused(msg)) => {
+            failed("paused");
             warn!(reason = %msg, "judging of the job paused");
             if let Err(e) = queue.pause_judging(&lease.job, &msg).await {
                 warn!(error = %e, "cannot record the pause");
@@ -525,6 +559,11 @@ async fn run_shard<P: ShardProcessor>(
         }
         Err(e) => {
             let permanent = matches!(e, ProcessError::Permanent(_));
+            failed(match &e {
+                ProcessError::Permanent(_) => "permanent",
+                ProcessError::RetryAfter(..) => "retry_after",
+                _ => "transient",
+            });
             let mut delay = retry_delay(&config, lease.attempts);
             if let ProcessError::RetryAfter(_, at_least) = &e {
                 delay = delay.max(*at_least);

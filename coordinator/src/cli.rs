@@ -35,6 +35,9 @@ pub enum Command {
     Workers(WorkersArgs),
     /// Stop a job: queued shards leave the queue, workers drop its leased shards.
     Cancel(CancelArgs),
+    /// Serve every job's progress as Prometheus gauges at --metrics-addr (rows done, shards
+    /// by state, queue depth per stage, tokens/s, judge spend, live workers) until stopped.
+    Monitor(MonitorArgs),
     /// Measure the queue with processors that do no work (writes to the given Redis: use a
     /// scratch server).
     #[command(subcommand)]
@@ -126,6 +129,13 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Seconds between reads of the counters.
+    #[arg(long, default_value_t = 5.0)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Args)]
 pub struct RequeueArgs {
     /// The job.
     pub job: String,
@@ -180,6 +190,10 @@ pub struct ExportArgs {
     /// Export what is finished even if some shards are not done.
     #[arg(long)]
     pub partial: bool,
+    /// Also write report/summary.md and report/accuracy.svg (accuracy per model × dataset,
+    /// rows, tokens, judge spend, rules/LLM agreement).
+    #[arg(long)]
+    pub report: bool,
     #[arg(long)]
     pub json: bool,
 }

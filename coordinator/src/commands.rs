@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::dataset::{self, Dataset, DatasetError, DatasetSource, InputRow};
 use common::export::{self, ExportError};
@@ -12,8 +13,8 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::cli::{
-    BenchCommand, CancelArgs, Cli, Command, ExportArgs, RequeueArgs, StageArg, StatusArgs,
-    SubmitArgs, WorkersArgs,
+    BenchCommand, CancelArgs, Cli, Command, ExportArgs, MonitorArgs, RequeueArgs, StageArg,
+    StatusArgs, SubmitArgs, WorkersArgs,
 };
 use crate::view;
 
@@ -25,6 +26,8 @@ pub enum CommandError {
     Dataset(#[from] DatasetError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// A flag or argument that does not make sense; the message names it.
     #[error("{0}")]
     Usage(String),
@@ -32,6 +35,13 @@ pub enum CommandError {
 
 /// Run one `conftag` command.
 pub async fn run(cli: Cli) -> Result<(), CommandError> {
+    if let Command::Monitor(_) = &cli.command {
+        if cli.common.metrics_addr.is_none() {
+            return Err(CommandError::Usage(
+                "conftag monitor needs --metrics-addr ADDR (or CONFTAG_METRICS_ADDR), e.g. 0.0.0.0:9464".into(),
+            ));
+        }
+    }
     let queue = Queue::connect(&cli.common.redis_url()).await?;
     match cli.command {
         Command::Submit(a) => submit(&queue, a).await,
@@ -40,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Export(a) => export_cmd(&queue, a).await,
         Command::Workers(a) => workers(&queue, a).await,
         Command::Cancel(a) => cancel(&queue, a).await,
+        Command::Monitor(a) => monitor(&queue, &cli.common, a).await,
         Command::Bench(BenchCommand::Queue {
             workers,
             shards,
@@ -249,6 +260,25 @@ async fn status_cmd(queue: &Queue, args: StatusArgs) -> Result<(), CommandError>
     Ok(())
 }
 
+async fn monitor(
+    queue: &Queue,
+    common: &common::config::CommonArgs,
+    args: MonitorArgs,
+) -> Result<(), CommandError> {
+    if !(args.interval.is_finite() && args.interval > 0.0) {
+        return Err(CommandError::Usage(format!(
+            "--interval {}: expected a positive number of seconds",
+            args.interval
+        )));
+    }
+    common
+        .serve_metrics()
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let shutdown = common::worker::shutdown_on_signals();
+    crate::monitor::run(queue, Duration::from_secs_f64(args.interval), shutdown).await?;
+    Ok(())
+}
+
 async fn requeue(queue: &Queue, args: RequeueArgs) -> Result<(), CommandError> {
     let job = resolve_job(queue, &args.job).await?;
     let chosen = [args.failed, args.stuck, args.all, !args.shards.is_empty()]
@@ -345,6 +375,15 @@ async fn export_cmd(queue: &Queue, args: ExportArgs) -> Result<(), CommandError>
         return Err(CommandError::Usage("no jobs to export".into()));
     }
     let done = export::export_jobs(queue, &jobs, &args.out, args.partial).await?;
+    let report = if args.report {
+        let mut statuses = Vec::new();
+        for d in &done {
+            statuses.push(status::job_status(queue, &d.job).await?);
+        }
+        Some(crate::report::write_report(&args.out, &statuses)?)
+    } else {
+        None
+    };
     if args.json {
         let list: Vec<_> = done
             .iter()
@@ -356,9 +395,13 @@ async fn export_cmd(queue: &Queue, args: ExportArgs) -> Result<(), CommandError>
                 })
             })
             .collect();
-        println!("{}", json!({ "exported": list }));
+        let report = report.map(|r| json!({"summary": r.summary, "chart": r.chart}));
+        println!("{}", json!({ "exported": list, "report": report }));
     } else {
         println!("{}", view::export_table(&done));
+        if let Some(r) = report {
+            println!("report: {} and {}", r.summary.display(), r.chart.display());
+        }
     }
     Ok(())
 }

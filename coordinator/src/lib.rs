@@ -3,6 +3,8 @@
 mod bench;
 pub mod cli;
 mod commands;
+pub mod monitor;
+pub mod report;
 mod view;
 
 pub use commands::{run, CommandError};

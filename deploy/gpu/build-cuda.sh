@@ -44,7 +44,7 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-$cache/target-cuda}"
 nvcc --version | tail -2
 cd "$root"
-cargo build --release -p worker-infer --features cuda
+cargo build --release -p worker-infer --features "cuda ${CONFTAG_EXTRA_FEATURES:-profile}"
 bin="$CARGO_TARGET_DIR/release/conftag-infer"
 strip "$bin" -o "$bin.stripped"
 xz -T0 -6 -c "$bin.stripped" >"$bin.xz"

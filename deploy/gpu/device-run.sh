@@ -1,18 +1,82 @@
 #!/usr/bin/env bash
-# Runs ON the device machine, from the repo root, with .gpu/ carried (see docs/gpu.md):
+# Runs ON a GPU node from the repo root, with .gpu/ carried (see docs/gpu.md):
 #   .gpu/conftag-infer.xz  CUDA build of conftag-infer (deploy/gpu/build-cuda.sh)
-#   .gpu/conftag           conftag (release), .gpu/redis-server + .gpu/lib/*.so
-# usage: deploy/gpu/device-run.sh STEP...   STEP: correctness | bench8b | e2e8b
-# Results go to $OUT (the device tool brings them back).
+#   .gpu/conftag           conftag (CPU build), .gpu/redis-server + .gpu/lib/*.so
+# usage: deploy/gpu/device-run.sh STEP...
+#   correctness  small f32 model: concurrent vs one-at-a-time vs HF greedy (paged and plain)
+#   bench8b      (a) bare mistral.rs, 8B shape bf16; SHAPE=boolq (250/128) or math (150/512)
+#   profile8b    flamegraphs of the bare engine at 1 and 64 in flight (needs --features profile)
+#   hf8b         (c) HF transformers generate, SHAPE as above, batches 16/64/256
+#   e2e8b        (b) conftag-infer pulling shards from a Redis on the node, end to end
+#   openai8b     (b') conftag-infer --engine openai against hf_server.py (HF batching) on the node
+#   twogpu       one worker on GPU 0, then one per GPU on GPUs 0 and 1, same job size
+# Results go to $OUT.
 set -uo pipefail
 OUT="${OUT:-/tmp/conftag-out}"; mkdir -p "$OUT"
 W=/tmp/conftag-gpu; mkdir -p "$W"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$PWD/.gpu/lib"
+G="$PWD/.gpu"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib"
 export HF_HOME="$W/hf" RUST_LOG="${RUST_LOG:-warn}"
-if [ ! -x "$W/conftag-infer" ]; then xz -dc .gpu/conftag-infer.xz >"$W/conftag-infer" && chmod +x "$W/conftag-infer"; fi
+if [ ! -x "$W/conftag-infer" ]; then xz -dc "$G/conftag-infer.xz" >"$W/conftag-infer" && chmod +x "$W/conftag-infer"; fi
 infer="$W/conftag-infer"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 t() { /usr/bin/time -f "  [%e s]" "$@"; }
+case "${SHAPE:-boolq}" in
+  math) PW=150; NT=512 ;;
+  *) PW=250; NT=128 ;;
+esac
+model8b() { [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null; }
+
+# A Redis on the node, once.
+start_redis() {
+  local port=$((6400 + RANDOM % 2000))
+  [ -n "${REDIS_URL:-}" ] || {
+    "$G/redis-server" --port $port --bind 127.0.0.1 --save "" --appendonly no --dir "$W" --daemonize yes >/dev/null
+    export REDIS_URL="redis://127.0.0.1:$port"; sleep 0.5; }
+}
+
+# A job of $1 BoolQ-like rows of $PW-word prompts for model name $2.
+start_job() {
+  local rows=$1 name=$2
+  start_redis
+  python3 - "$rows" "$PW" >"$W/$name.jsonl" <<'PY'
+import json, random, sys
+random.seed(3)
+n, pw = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    words = lambda k: " ".join(f"w{random.randrange(1000)}" for _ in range(k))
+    print(json.dumps({"question": words(12), "answer": i % 2 == 0, "passage": words(pw - 30)}))
+PY
+  "$G/conftag" submit --model "$name" --dataset boolq --split test --data "$W/$name.jsonl" \
+    --shard-size 16 --max-tokens "$NT" >/dev/null
+}
+
+# Wait until job $1 has every row inferred, then print its throughput since $2.
+wait_done() {
+  python3 - "$1" "$2" "$G/conftag" "$OUT/status_$1.json" <<'PY' | tee -a "$OUT/summary.txt"
+import json, subprocess, sys, time
+name, s, conftag, path = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+while True:
+    doc = json.loads(subprocess.run([conftag, "status", "--json"], capture_output=True, text=True).stdout)
+    j = [j for j in doc["jobs"] if j["model"] == name][0]
+    if j["rows_inferred"] >= j["rows"]:
+        break
+    time.sleep(0.5)
+e = time.time()
+json.dump(doc, open(path, "w"), indent=1)
+print(f"== {name}: {j['rows_inferred']}/{j['rows']} rows, {j['tokens_generated']} tokens in {e - s:.1f} s "
+      f"= {j['tokens_generated'] / (e - s):.1f} out tok/s (from submit, workers already loaded)")
+PY
+}
+
+# Wait until every worker log says the model is loaded (or the worker died).
+wait_loaded() {
+  for log in "$@"; do
+    until grep -q '"model loaded"\|model loaded\|external engine ready' "$log" 2>/dev/null; do
+      sleep 1; jobs -r | grep -q . || { echo "worker exited: $(tail -3 "$log")"; return 1; }
+    done
+  done
+}
 
 for step in "$@"; do case "$step" in
 correctness)
@@ -24,52 +88,49 @@ correctness)
   done
   python3 deploy/gpu/hf_reference.py "$W/small" 48 "$OUT/selfcheck_paged.json" "$OUT/selfcheck_plain.json" 2>"$OUT/hf_reference.log" | tee -a "$OUT/summary.txt" ;;
 bench8b)
-  [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
-  echo "== (a) bare mistral.rs, 8B shape bf16, BoolQ-like 250 prompt / 128 new ${ENGINE_FLAGS:-}" | tee -a "$OUT/summary.txt"
-  t "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "${IN_FLIGHT:-1,16,64}" --prompt-words 250 --new-tokens 128 2>"$OUT/bench8b.log" | tee -a "$OUT/summary.txt"
+  model8b
+  echo "== (a) bare mistral.rs, 8B shape bf16, ${SHAPE:-boolq}-like $PW prompt / $NT new ${ENGINE_FLAGS:-}" | tee -a "$OUT/summary.txt"
+  t "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "${IN_FLIGHT:-1,16,64}" ${BENCH_ROWS:+--rows $BENCH_ROWS} --prompt-words $PW --new-tokens $NT 2>"$OUT/bench8b_${SHAPE:-boolq}.log" | tee -a "$OUT/summary.txt"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/summary.txt" ;;
+profile8b)
+  model8b
+  echo "== host profile of the bare engine, 8B bf16, $PW/64, 1 and 64 in flight" | tee -a "$OUT/summary.txt"
+  "$infer" --weights "$W/8b" --dtype bf16 --max-num-seqs 64 ${ENGINE_FLAGS:-} bench --in-flight 1,64 --rows 64 --prompt-words $PW --new-tokens 64 --profile "$OUT" 2>"$OUT/profile8b.log" | tee -a "$OUT/summary.txt" ;;
 hf8b)
-  [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
-  echo "== (c) HF transformers generate, bf16, 250/128" | tee -a "$OUT/summary.txt"
-  python3 deploy/gpu/hf_bench.py "$W/8b" 250 128 16 64 256 2>/dev/null | tee -a "$OUT/summary.txt" ;;
+  model8b
+  echo "== (c) HF transformers generate, bf16, $PW/$NT" | tee -a "$OUT/summary.txt"
+  python3 deploy/gpu/hf_bench.py "$W/8b" $PW $NT ${HF_BATCHES:-16 64 256} 2>/dev/null | tee -a "$OUT/summary.txt" ;;
 e2e8b)
-  # (b) conftag-infer pulling shards from a Redis on the device, end to end.
-  [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
-  G="$PWD/.gpu"; port=$((6400 + RANDOM % 2000))
-  "$G/redis-server" --port $port --bind 127.0.0.1 --save "" --appendonly no --dir "$W" --daemonize yes
-  export REDIS_URL="redis://127.0.0.1:$port"
-  python3 - "${E2E_ROWS:-64}" >"$W/boolq.jsonl" <<'PY'
-import json, random, sys
-random.seed(3)
-for i in range(int(sys.argv[1])):
-    words = lambda n: " ".join(f"w{random.randrange(1000)}" for _ in range(n))
-    print(json.dumps({"question": words(12), "answer": i % 2 == 0, "passage": words(220)}))
-PY
-  "$G/conftag" submit --model gpu8b --dataset boolq --split test --data "$W/boolq.jsonl" --shard-size 16 --max-tokens 128 >/dev/null
-  start=$(date +%s.%N)
-  RUST_LOG=info "$infer" --model gpu8b --weights "$W/8b" --dtype bf16 --exit-when-done \
-    --max-inflight-rows "${E2E_INFLIGHT_ROWS:-128}" ${E2E_FLAGS:---concurrency 16} --log-format json 2>"$OUT/e2e8b.log"
-  end=$(date +%s.%N)
-  "$G/conftag" status --json >"$OUT/e2e_status.json"
-  python3 - "$start" "$end" "$OUT/e2e_status.json" <<'PY' | tee -a "$OUT/summary.txt"
-import json, sys
-s, e, path = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-j = json.load(open(path))["jobs"][0]
-loaded = None
-for line in open(path.replace("e2e_status.json", "e2e8b.log")):
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        continue
-    if rec.get("fields", {}).get("message") == "model loaded":
-        from datetime import datetime
-        loaded = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
-gen = e - loaded if loaded else None
-print(f"== (b) conftag-infer end to end: {j['rows_inferred']} rows, {j['tokens_generated']} tokens in {e - s:.1f} s "
-      f"(model load included) = {j['tokens_generated'] / (e - s):.1f} out tok/s"
-      + (f"; after the model loaded: {gen:.1f} s = {j['tokens_generated'] / gen:.1f} out tok/s" if gen else ""))
-PY
-  ;;
+  model8b
+  name="e2e-${SHAPE:-boolq}"
+  start_redis
+  RUST_LOG=info "$infer" --model "$name" --weights "$W/8b" --dtype bf16 \
+    ${E2E_FLAGS:---concurrency 64 --max-num-seqs 64} --log-format json 2>"$OUT/$name.log" &
+  wait_loaded "$OUT/$name.log" && s=$(date +%s.%N) && start_job "${E2E_ROWS:-64}" "$name" && wait_done "$name" "$s"
+  kill $(jobs -p) 2>/dev/null; wait ;;
+openai8b)
+  model8b
+  python3 deploy/gpu/hf_server.py "$W/8b" --port 8011 --served-name hf8b --max-batch "${SERVER_BATCH:-256}" >"$OUT/hf_server.log" 2>&1 &
+  srv=$!
+  until curl -sf localhost:8011/v1/models >/dev/null; do sleep 1; kill -0 $srv 2>/dev/null || { tail "$OUT/hf_server.log"; break; }; done
+  name="openai-${SHAPE:-boolq}"; s=$(date +%s.%N); start_job "${E2E_ROWS:-512}" "$name"
+  RUST_LOG=info "$infer" --model "$name" --engine openai --engine-url http://127.0.0.1:8011/v1 --engine-model hf8b \
+    --concurrency "${SERVER_BATCH:-256}" --exit-when-done --log-format json 2>"$OUT/$name.log"
+  wait_done "$name" "$s"; curl -s localhost:8011/stats | tee -a "$OUT/summary.txt"; echo
+  kill $srv ;;
+twogpu)
+  model8b
+  start_redis
+  for n in 1 2; do
+    name="gpus$n"; logs=()
+    for g in $(seq 0 $((n - 1))); do
+      CUDA_VISIBLE_DEVICES=$g RUST_LOG=info "$infer" --model "$name" --weights "$W/8b" --dtype bf16 \
+        ${E2E_FLAGS:---concurrency 64 --max-num-seqs 64} --worker-id "gpu$g" --log-format json 2>"$OUT/$name-$g.log" &
+      logs+=("$OUT/$name-$g.log")
+    done
+    wait_loaded "${logs[@]}" && s=$(date +%s.%N) && start_job "${E2E_ROWS:-128}" "$name" && wait_done "$name" "$s"
+    kill $(jobs -p) 2>/dev/null; wait
+  done ;;
 *) echo "unknown step $step" ;;
 esac; done
 echo "== summary"; cat "$OUT/summary.txt"

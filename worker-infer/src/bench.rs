@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use common::job::PromptMode;
 
-use crate::engine::{GenerateError, MistralEngine};
+use crate::backend::Engine;
+use crate::engine::GenerateError;
 
 #[derive(Debug, Clone)]
 pub struct BenchRow {
@@ -38,18 +39,25 @@ pub fn prompts(n: usize, words: usize, vocab: usize) -> Vec<String> {
 }
 
 pub async fn run(
-    engine: Arc<MistralEngine>,
+    engine: Arc<Engine>,
     in_flight: usize,
     rows: usize,
     prompt_words: usize,
     new_tokens: u32,
 ) -> Result<BenchRow, GenerateError> {
-    engine.set_concurrency(in_flight).await;
+    if let Engine::Mistral(m) = engine.as_ref() {
+        m.set_concurrency(in_flight).await;
+    }
+    // The engine caps what runs at once too; this cap makes the sweep the same for an
+    // external server, whose own batch is whatever arrives.
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
     let ps = prompts(rows, prompt_words, 1000);
     let start = Instant::now();
     let tasks = ps.into_iter().map(|p| {
         let e = engine.clone();
+        let slots = slots.clone();
         async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore open");
             let t = Instant::now();
             let g = e.generate(&p, PromptMode::Raw, new_tokens).await?;
             Ok::<_, GenerateError>((g, t.elapsed().as_secs_f64()))
@@ -77,19 +85,72 @@ pub async fn run(
 }
 
 pub fn header() -> &'static str {
-    "| in flight | rows | seconds | output tok/s | prompt tok/s | p50 latency s |\n|---|---|---|---|---|---|"
+    "| in flight | rows | seconds | output tok/s | prompt tok/s | p50 latency s | ms per decode step |\n|---|---|---|---|---|---|---|"
+}
+
+/// A sampling profiler over the whole process while a bench setting runs.
+#[allow(missing_debug_implementations)] // pprof's guard has no Debug
+pub struct Profile {
+    #[cfg(feature = "profile")]
+    guard: pprof::ProfilerGuard<'static>,
+}
+
+impl Profile {
+    pub fn start() -> Result<Self, String> {
+        #[cfg(feature = "profile")]
+        {
+            let guard = pprof::ProfilerGuardBuilder::default()
+                .frequency(499)
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build()
+                .map_err(|e| format!("cannot start the profiler: {e}"))?;
+            Ok(Self { guard })
+        }
+        #[cfg(not(feature = "profile"))]
+        Err("--profile needs a conftag-infer built with `--features profile`".into())
+    }
+
+    /// Write the flamegraph SVG.
+    pub fn finish(self, path: &std::path::Path) -> Result<(), String> {
+        #[cfg(feature = "profile")]
+        {
+            let report = self
+                .guard
+                .report()
+                .build()
+                .map_err(|e| format!("profile report: {e}"))?;
+            let file =
+                std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            report
+                .flamegraph(file)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        #[cfg(not(feature = "profile"))]
+        {
+            let _ = path;
+            Err("--profile needs a conftag-infer built with `--features profile`".into())
+        }
+    }
 }
 
 impl BenchRow {
+    /// Decode step time implied by the throughput when every request in flight is decoding:
+    /// each step yields one token per running sequence.
+    pub fn step_ms(&self) -> f64 {
+        let running = self.in_flight.min(self.rows) as f64;
+        1000.0 * running * self.seconds / self.output_tokens.max(1) as f64
+    }
+
     pub fn markdown(&self) -> String {
         format!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} |",
             self.in_flight,
             self.rows,
             self.seconds,
             self.output_tokens as f64 / self.seconds,
             self.prompt_tokens as f64 / self.seconds,
-            self.p50_latency_s
+            self.p50_latency_s,
+            self.step_ms()
         )
     }
 }

@@ -9,11 +9,13 @@ use common::queue::Stage;
 use common::worker::WorkerConfig;
 
 use crate::engine::{DeviceArg, DtypeArg, EngineOptions};
+use crate::openai_engine::OpenAiEngineOptions;
 
 /// conftag-infer: pull inference shards of one model from Redis and run them through the
-/// embedded mistral.rs engine.
+/// embedded mistral.rs engine, or through an OpenAI-compatible server (vLLM, SGLang, TGI,
+/// mistralrs-server) with --engine openai --engine-url URL.
 ///
-/// Start one worker per GPU. Prompts go to the model as raw completion text unless the job
+/// Start one worker per GPU (embedded engine) or a few per server (external engine). Prompts go to the model as raw completion text unless the job
 /// was submitted with --chat-template; decoding is greedy with the job's max tokens.
 #[derive(Debug, Parser)]
 #[command(
@@ -77,11 +79,37 @@ pub enum Command {
         prompt_words: usize,
         #[arg(long, default_value_t = 128)]
         new_tokens: u32,
+        /// Write a CPU flamegraph of each setting to DIR/flame-<in flight>.svg (needs a build
+        /// with `--features profile`; samples every thread of the process at 499 Hz).
+        #[arg(long, value_name = "DIR")]
+        profile: Option<PathBuf>,
     },
+}
+
+/// Which engine generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// mistral.rs inside this process (CPU, or CUDA when built with it).
+    Mistralrs,
+    /// An OpenAI-compatible completions server at --engine-url.
+    Openai,
 }
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
+    /// Engine: the embedded mistral.rs, or an external OpenAI-compatible server.
+    #[arg(long, value_enum, env = "CONFTAG_ENGINE", default_value_t = EngineKind::Mistralrs)]
+    pub engine: EngineKind,
+    /// With --engine openai: the server's base URL including /v1, e.g.
+    /// http://gpu-node:8000/v1 (vLLM: `vllm serve MODEL --port 8000`).
+    #[arg(long, env = "CONFTAG_ENGINE_URL", required_if_eq("engine", "openai"))]
+    pub engine_url: Option<String>,
+    /// With --engine openai: the model name the server serves [default: --weights, else
+    /// --model]. A bearer key for the server (vLLM --api-key), if it needs one, comes from
+    /// CONFTAG_ENGINE_API_KEY.
+    #[arg(long)]
+    pub engine_model: Option<String>,
+
     /// Model name this worker serves: jobs submitted with `--model NAME` are claimed.
     #[arg(long, required = true)]
     pub model: Option<String>,
@@ -99,7 +127,7 @@ pub struct InferArgs {
     #[arg(long, default_value_t = 32)]
     pub max_num_seqs: usize,
     /// Requests sent to the engine at once [default: 1 on CPU (mistral.rs 0.8.1 batches wrongly
-    /// there), max-num-seqs on CUDA].
+    /// there), max-num-seqs on CUDA, 256 for --engine openai].
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Before claiming, compare concurrent with one-at-a-time greedy answers on the loaded
@@ -151,6 +179,23 @@ impl InferArgs {
         o.paged_attn = self.paged_attn;
         o.paged_block_size = self.paged_attn_block_size;
         o.gpu_mem_util = self.gpu_mem_util;
+        o
+    }
+
+    /// How to reach the external server (--engine openai).
+    pub fn openai_options(&self) -> OpenAiEngineOptions {
+        let model = self
+            .engine_model
+            .clone()
+            .or_else(|| self.weights.clone())
+            .or_else(|| self.model.clone())
+            .unwrap_or_default();
+        let mut o = OpenAiEngineOptions::new(self.engine_url.clone().unwrap_or_default(), model);
+        // From the environment only, never a flag: flags show in `ps` and shell history.
+        o.api_key = common::config::Secret::from_env("CONFTAG_ENGINE_API_KEY");
+        if let Some(c) = self.concurrency {
+            o.concurrency = c.max(1);
+        }
         o
     }
 

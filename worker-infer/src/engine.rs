@@ -99,6 +99,9 @@ pub enum GenerateError {
     /// The engine failed: the shard is retried.
     #[error("engine error: {0}")]
     Engine(String),
+    /// Every row would fail the same way (bad credentials, unknown model): the worker stops.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 pub struct MistralEngine {
@@ -445,17 +448,7 @@ impl MistralEngine {
                     .unwrap_or_else(|e| format!("<error: {e}>"))
             })
             .collect();
-        let matching = serial
-            .iter()
-            .zip(&concurrent)
-            .filter(|(a, b)| a == b)
-            .count();
-        Ok(SelfCheck {
-            prompts: prompts.len(),
-            matching,
-            serial,
-            concurrent,
-        })
+        Ok(SelfCheck::compare(serial, concurrent))
     }
 }
 
@@ -471,6 +464,20 @@ pub struct SelfCheck {
 }
 
 impl SelfCheck {
+    pub fn compare(serial: Vec<String>, concurrent: Vec<String>) -> Self {
+        let matching = serial
+            .iter()
+            .zip(&concurrent)
+            .filter(|(a, b)| a == b)
+            .count();
+        Self {
+            prompts: serial.len(),
+            matching,
+            serial,
+            concurrent,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.matching == self.prompts
     }

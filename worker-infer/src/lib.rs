@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod engine;
+pub mod openai_engine;
 pub mod processor;
 pub mod reference;
 pub mod tiny_model;
@@ -13,6 +15,7 @@ use common::queue::{Queue, QueueError};
 use common::worker::{run_worker, WorkerConfig, WorkerError, WorkerStats};
 use tokio_util::sync::CancellationToken;
 
+pub use backend::Engine;
 pub use engine::{EngineOptions, MistralEngine};
 pub use processor::InferProcessor;
 
@@ -32,7 +35,7 @@ pub enum InferError {
 /// until no rows are left for its model).
 pub async fn run(
     queue: Queue,
-    engine: Arc<MistralEngine>,
+    engine: Arc<Engine>,
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<Arc<WorkerStats>, InferError> {

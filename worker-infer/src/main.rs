@@ -3,8 +3,27 @@ use std::sync::Arc;
 
 use clap::Parser;
 use common::queue::Queue;
-use worker_infer::cli::{Cli, Command};
+use worker_infer::cli::{Cli, Command, EngineKind, InferArgs};
 use worker_infer::engine::{apply_self_check, MistralEngine};
+use worker_infer::openai_engine::OpenAiEngine;
+use worker_infer::Engine;
+
+/// Load the embedded model or reach the external server; `min_seqs` raises the embedded
+/// engine's scheduler size (the bench asks for its largest sweep point).
+async fn open_engine(args: &InferArgs, min_seqs: usize) -> anyhow::Result<Engine> {
+    Ok(match args.engine {
+        EngineKind::Mistralrs => {
+            let mut opts = args.engine_options();
+            opts.max_num_seqs = opts.max_num_seqs.max(min_seqs);
+            MistralEngine::load(&opts).await?.into()
+        }
+        EngineKind::Openai => {
+            let mut opts = args.openai_options();
+            opts.concurrency = opts.concurrency.max(min_seqs);
+            OpenAiEngine::connect(opts).await?.into()
+        }
+    })
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,7 +44,7 @@ async fn main() -> ExitCode {
             return Ok(());
         }
         if let Some(Command::SelfCheck { prompts, new_tokens, word_prompts, out }) = &cli.command {
-            let engine = MistralEngine::load(&cli.worker.engine_options()).await?;
+            let engine = open_engine(&cli.worker, *prompts).await?;
             let ps: Vec<String> = if *word_prompts {
                 (0..*prompts)
                     .map(|i| worker_infer::bench::prompts(1 + i, 8 + (i * 37) % 193, 1000).pop().unwrap_or_default())
@@ -44,30 +63,54 @@ async fn main() -> ExitCode {
             }
             return Ok(());
         }
-        if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens }) = &cli.command {
-            let mut opts = cli.worker.engine_options();
-            opts.max_num_seqs = opts.max_num_seqs.max(in_flight.iter().copied().max().unwrap_or(1));
-            let engine = Arc::new(MistralEngine::load(&opts).await?);
+        if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens, profile }) = &cli.command {
+            let most = in_flight.iter().copied().max().unwrap_or(1);
+            let engine = Arc::new(open_engine(&cli.worker, most).await?);
             println!("{}", worker_infer::bench::header());
             for &c in in_flight {
                 let n = rows.unwrap_or(c.clamp(16, 64));
+                let profiler = match profile {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)?;
+                        Some(worker_infer::bench::Profile::start().map_err(anyhow::Error::msg)?)
+                    }
+                    None => None,
+                };
                 let row = worker_infer::bench::run(engine.clone(), c, n, *prompt_words, *new_tokens).await?;
+                if let (Some(p), Some(dir)) = (profiler, profile) {
+                    p.finish(&dir.join(format!("flame-{c}.svg"))).map_err(anyhow::Error::msg)?;
+                }
                 println!("{}", row.markdown());
             }
             return Ok(());
         }
         // Connect first: a wrong Redis URL should not cost a model load.
+        cli.common.serve_metrics()?;
         let queue = Queue::connect(&cli.common.redis_url()).await?;
-        let opts = cli.worker.engine_options();
-        let engine = Arc::new(MistralEngine::load(&opts).await?);
+        let engine = open_engine(&cli.worker, 1).await?;
         if cli.worker.self_check {
-            let wanted = opts.concurrency.unwrap_or(opts.max_num_seqs);
-            let report = apply_self_check(&engine, wanted).await?;
+            let report = match &engine {
+                Engine::Mistral(m) => {
+                    let opts = cli.worker.engine_options();
+                    apply_self_check(m, opts.concurrency.unwrap_or(opts.max_num_seqs)).await?
+                }
+                Engine::OpenAi(_) => {
+                    let report = engine.self_check(&worker_infer::engine::self_check_prompts(32), 24).await?;
+                    anyhow::ensure!(
+                        report.passed(),
+                        "self-check failed: the server at --engine-url gave {} of {} answers under concurrency that differ from its one-at-a-time answers; make its batching deterministic or pass --concurrency 1",
+                        report.prompts - report.matching,
+                        report.prompts
+                    );
+                    report
+                }
+            };
             println!(
                 "self-check: {}/{} concurrent answers equal one-at-a-time answers",
                 report.matching, report.prompts
             );
         }
+        let engine = Arc::new(engine);
         let shutdown = common::worker::shutdown_on_signals();
         let config = cli.worker.worker_config(engine.concurrency());
         worker_infer::run(queue, engine, config, shutdown).await?;

@@ -8,17 +8,18 @@ use common::job::{JobSpec, JudgeSettings};
 use common::records::PredictionRecord;
 use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
 
-use crate::engine::{GenerateError, MistralEngine};
+use crate::backend::Engine;
+use crate::engine::GenerateError;
 
 #[derive(Debug)]
 pub struct InferProcessor {
     /// The model name jobs must carry to be served here.
     model: String,
-    engine: Arc<MistralEngine>,
+    engine: Arc<Engine>,
 }
 
 impl InferProcessor {
-    pub fn new(model: impl Into<String>, engine: Arc<MistralEngine>) -> Self {
+    pub fn new(model: impl Into<String>, engine: Arc<Engine>) -> Self {
         Self {
             model: model.into(),
             engine,
@@ -75,6 +76,7 @@ impl ShardProcessor for InferProcessor {
                     }
                 }
                 Err(GenerateError::Engine(msg)) => return Err(ProcessError::Transient(msg)),
+                Err(GenerateError::Fatal(msg)) => return Err(ProcessError::Fatal(msg)),
             };
             out.rows.push((
                 row.index,

@@ -181,6 +181,37 @@ async fn submit_infer_with_a_kill_judge_and_export() {
         format!("{} {token}", row["response"].as_str().unwrap())
     );
 
+    // The report: one summary row per job with the status's numbers, and a chart.
+    conftag(
+        &url,
+        &[
+            "export",
+            "--all",
+            "--report",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let summary = std::fs::read_to_string(out.join("report/summary.md")).unwrap();
+    for j in &doc.jobs {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("| tiny | {} | test |", j.dataset)))
+            .unwrap_or_else(|| panic!("no row for {} in\n{summary}", j.dataset));
+        assert!(
+            line.contains(&format!(
+                "| {} | {} | {} |",
+                j.rows, j.rows_judged, j.rows_correct
+            )),
+            "{line}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.join("report/accuracy.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("boolq") && svg.contains("medqa"));
+    assert!(svg.contains("Judged accuracy per model and dataset"));
+
     // Re-export is byte-identical.
     let before = std::fs::read(out.join("eval/judged/tiny_medqa_test_tagged.json")).unwrap();
     conftag(&url, &["export", "--all", "--out", out.to_str().unwrap()])

@@ -116,6 +116,10 @@ pub struct FakeArgs {
     /// Require this bearer key (read from the environment only).
     #[arg(long, env = "FAKE_OPENAI_REQUIRED_KEY", hide_env_values = true)]
     pub require_key: Option<String>,
+    /// Also list these model names at /v1/models, so `conftag-infer --engine openai` can use
+    /// the server's /v1/completions as a fake inference engine (repeatable).
+    #[arg(long = "serve-model")]
+    pub serve_models: Vec<String>,
 }
 
 impl JudgeArgs {

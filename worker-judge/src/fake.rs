@@ -51,6 +51,11 @@ pub struct FakeConfig {
     pub api_key: Option<String>,
     /// How long a Batch API batch takes to complete.
     pub batch_delay: Duration,
+    /// Context of the fake completion model, in whitespace-separated words: longer prompts get
+    /// the 400 a vLLM server gives.
+    pub max_context: usize,
+    /// Model names listed at `/v1/models` besides the judge model.
+    pub served_models: Vec<String>,
 }
 
 impl Default for FakeConfig {
@@ -61,6 +66,8 @@ impl Default for FakeConfig {
             rate_window: Duration::from_secs(60),
             api_key: None,
             batch_delay: Duration::from_millis(200),
+            max_context: 4096,
+            served_models: Vec::new(),
         }
     }
 }
@@ -72,6 +79,10 @@ pub struct FakeStats {
     pub rate_limited: u64,
     pub faults: u64,
     pub batches_created: u64,
+    /// `/v1/completions` requests answered.
+    pub completions: u64,
+    /// Most `/v1/completions` requests in progress at once.
+    pub max_completions_in_flight: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +101,7 @@ struct Inner {
     stats: FakeStats,
     files: HashMap<String, String>,
     batches: HashMap<String, FakeBatch>,
+    completions_in_flight: u64,
 }
 
 #[derive(Debug)]
@@ -148,9 +160,11 @@ pub fn router(config: FakeConfig) -> Router {
         stats: FakeStats::default(),
         files: HashMap::new(),
         batches: HashMap::new(),
+        completions_in_flight: 0,
     }));
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1/files", post(upload_file))
         .route("/v1/files/{id}/content", get(file_content))
@@ -161,8 +175,19 @@ pub fn router(config: FakeConfig) -> Router {
         .with_state(state)
 }
 
-async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": "gpt-4o-2024-08-06", "object": "model"}]}))
+async fn models(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let (served, key) = {
+        let g = s.lock().await;
+        (g.config.served_models.clone(), g.config.api_key.clone())
+    };
+    if !authorized(key.as_deref(), &headers) {
+        return unauthorized();
+    }
+    let data: Vec<Value> = std::iter::once("gpt-4o-2024-08-06".to_owned())
+        .chain(served)
+        .map(|id| json!({"id": id, "object": "model"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn set_fault(State(s): State<Shared>, Json(req): Json<FaultRequest>) -> StatusCode {
@@ -211,24 +236,53 @@ fn fmt_reset(d: Duration) -> String {
     }
 }
 
-async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+/// Whether the request carries `Authorization: Bearer <key>` (always, when no key is set).
+fn authorized(key: Option<&str>, headers: &HeaderMap) -> bool {
+    key.is_none_or(|key| {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == format!("Bearer {key}"))
+    })
+}
+
+fn unauthorized() -> Response {
+    error_body(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided.",
+    )
+}
+
+/// What the shared front half of every model endpoint decided: answer now (auth failure, rate
+/// limit, injected fault) or go on with the fault that shapes the body.
+enum Gate {
+    Respond(Response),
+    Proceed {
+        fault: Option<Fault>,
+        headers: Vec<(&'static str, String)>,
+    },
+}
+
+fn with_headers(mut r: Response, headers: &[(&'static str, String)]) -> Response {
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(*k, v);
+        }
+    }
+    r
+}
+
+/// Authentication, the sliding-window rate limit, latency and injected faults, shared by the
+/// chat (judge) and completions (inference engine) endpoints.
+async fn gate(s: &Shared, headers: &HeaderMap) -> Gate {
     let (latency, fault, limit_headers, limited) = {
         let mut g = s.lock().await;
         g.stats.requests += 1;
-        if let Some(key) = &g.config.api_key {
-            let ok = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v == format!("Bearer {key}"));
-            if !ok {
-                g.stats.faults += 1;
-                return error_body(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    "invalid_api_key",
-                    "Incorrect API key provided.",
-                );
-            }
+        if !authorized(g.config.api_key.as_deref(), headers) {
+            g.stats.faults += 1;
+            return Gate::Respond(unauthorized());
         }
         let fault = match g.fault {
             Some((f, 0)) => Some(f),
@@ -274,16 +328,8 @@ async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Option<Json<Val
         }
         (g.config.latency, fault, limit_headers, limited)
     };
-    let with_headers = |mut r: Response| {
-        for (k, v) in &limit_headers {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                r.headers_mut().insert(*k, v);
-            }
-        }
-        r
-    };
     if let Some(reset) = limited {
-        return with_headers(rate_limited(reset));
+        return Gate::Respond(with_headers(rate_limited(reset), &limit_headers));
     }
     tokio::time::sleep(latency).await;
     let fault_response = match fault {
@@ -307,17 +353,24 @@ async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Option<Json<Val
             "insufficient_quota",
             "You exceeded your current quota.",
         )),
-        Some(Fault::Unauthorized) => Some(error_body(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "Incorrect API key provided.",
-        )),
+        Some(Fault::Unauthorized) => Some(unauthorized()),
         _ => None,
     };
-    if let Some(r) = fault_response {
-        return with_headers(r);
+    match fault_response {
+        Some(r) => Gate::Respond(with_headers(r, &limit_headers)),
+        None => Gate::Proceed {
+            fault,
+            headers: limit_headers,
+        },
     }
+}
+
+async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+    let (fault, limit_headers) = match gate(&s, &headers).await {
+        Gate::Respond(r) => return r,
+        Gate::Proceed { fault, headers } => (fault, headers),
+    };
+    let with_headers = |r: Response| with_headers(r, &limit_headers);
     let Some(Json(body)) = body else {
         return with_headers(error_body(
             StatusCode::BAD_REQUEST,
@@ -374,6 +427,127 @@ fn completion_body(model: &str, user: &str, content: Value, refusal: Value, fini
             "total_tokens": prompt_tokens + completion_tokens
         }
     })
+}
+
+/// A completions server standing in for vLLM & co. behind `conftag-infer --engine openai`:
+/// a deterministic, dataset-shaped answer per prompt, cut at `max_tokens` words (finish reason
+/// `length`), and, like vLLM, a 400 naming the context length when prompt + `max_tokens` words
+/// exceed `max_context`.
+async fn completions(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    let (fault, limit_headers) = match gate(&s, &headers).await {
+        Gate::Respond(r) => return r,
+        Gate::Proceed { fault, headers } => (fault, headers),
+    };
+    let Some(Json(body)) = body else {
+        return with_headers(
+            error_body(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json",
+                "We could not parse the JSON body of your request.",
+            ),
+            &limit_headers,
+        );
+    };
+    let prompt = body["prompt"].as_str().unwrap_or("").to_owned();
+    let max_tokens = body["max_tokens"].as_u64().unwrap_or(16) as usize;
+    let model = body["model"].as_str().unwrap_or("fake").to_owned();
+    let prompt_tokens = prompt.split_whitespace().count();
+    let max_context = s.lock().await.config.max_context;
+    if prompt_tokens + max_tokens > max_context {
+        return with_headers(
+            error_body(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                "context_length_exceeded",
+                &format!(
+                    "This model's maximum context length is {max_context} tokens. However, you requested {} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion).",
+                    prompt_tokens + max_tokens
+                ),
+            ),
+            &limit_headers,
+        );
+    }
+    {
+        let mut g = s.lock().await;
+        g.completions_in_flight += 1;
+        g.stats.max_completions_in_flight = g
+            .stats
+            .max_completions_in_flight
+            .max(g.completions_in_flight);
+    }
+    // Let concurrent requests overlap so the in-flight maximum means something.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let answer = fake_answer(&prompt);
+    let words: Vec<&str> = answer.split_whitespace().collect();
+    let (text, finish) = if words.len() > max_tokens {
+        (words[..max_tokens].join(" "), "length")
+    } else {
+        (words.join(" "), "stop")
+    };
+    let text = if fault == Some(Fault::Length) {
+        text[..text.len() / 2].to_owned()
+    } else {
+        format!(" {text}")
+    };
+    {
+        let mut g = s.lock().await;
+        g.completions_in_flight -= 1;
+        g.stats.completions += 1;
+        g.stats.ok += 1;
+    }
+    let completion_tokens = text.split_whitespace().count();
+    with_headers(
+        Json(json!({
+            "id": format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+            "object": "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens
+            }
+        }))
+        .into_response(),
+        &limit_headers,
+    )
+}
+
+/// The fake model's answer: yes/no for BoolQ prompts, an option for MedQA, a boxed number for
+/// MATH, chosen by a hash of the prompt so reruns agree.
+pub fn fake_answer(prompt: &str) -> String {
+    let h = prompt.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    if prompt.ends_with("Answer (yes or no):") {
+        let yes = h % 2 == 0;
+        format!(
+            "{}, according to the passage.",
+            if yes { "Yes" } else { "No" }
+        )
+    } else if prompt.contains("\nOptions:\n") {
+        let options: Vec<&str> = prompt
+            .lines()
+            .filter(|l| {
+                l.len() > 2 && l.as_bytes()[1] == b':' && l.as_bytes()[0].is_ascii_uppercase()
+            })
+            .collect();
+        match options.get((h as usize) % options.len().max(1)) {
+            Some(o) => format!("The answer is {o}"),
+            None => "The answer is A.".into(),
+        }
+    } else {
+        format!(
+            "We work through the problem step by step and simplify . The final answer is \\boxed{{{}}} .",
+            h % 10
+        )
+    }
 }
 
 async fn upload_file(State(s): State<Shared>, mut form: Multipart) -> Response {

@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
                     rate_limit: a.rate_limit,
                     rate_window: Duration::from_millis(a.rate_window_ms.max(1)),
                     api_key: a.require_key.clone(),
+                    served_models: a.serve_models.clone(),
                     ..FakeConfig::default()
                 },
             )
@@ -48,6 +49,7 @@ async fn main() -> ExitCode {
             .await;
         }
         let processor = cli.worker.processor()?;
+        cli.common.serve_metrics()?;
         let queue = Queue::connect(&cli.common.redis_url()).await?;
         let shutdown = common::worker::shutdown_on_signals();
         worker_judge::run(queue, processor, cli.worker.worker_config(), shutdown).await?;

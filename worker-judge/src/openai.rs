@@ -311,6 +311,7 @@ impl OpenAiClient {
                 let pause = retry_after.unwrap_or(Duration::from_secs(1));
                 self.gate.pause_for(pause).await;
                 warn!(retry_after = ?pause, "judge rate limited (429)");
+                metrics::counter!(common::metrics::JUDGE_HTTP_429).increment(1);
                 Attempt::Transient("rate limited (HTTP 429)".into(), Some(pause))
             }
             408 | 409 | 500..=599 => {
@@ -398,12 +399,7 @@ fn parse_body(v: &Value) -> Attempt {
 /// `retry-after-ms` (milliseconds) or `retry-after` (seconds).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 600.0)));
-    }
-    get("retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 600.0)))
+    common::http::retry_after(get("retry-after-ms"), get("retry-after"))
 }
 
 /// `x-ratelimit-remaining-requests` and `x-ratelimit-reset-requests`, when both are there.

@@ -1,0 +1,34 @@
+//! What the clients of OpenAI-compatible servers (the judge, the external inference engine)
+//! share: reading how long a 429 or 503 asks them to wait.
+
+use std::time::Duration;
+
+/// The wait a response asks for: `retry-after-ms` (milliseconds, OpenAI) or `retry-after`
+/// (seconds), capped at 10 minutes. Pass the raw header values.
+pub fn retry_after(retry_after_ms: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
+    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 600.0)));
+    }
+    retry_after
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_win_over_seconds_and_garbage_is_ignored() {
+        assert_eq!(
+            retry_after(Some("250"), Some("1")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(retry_after(None, Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(None, Some("Wed, 21 Oct 2015")), None);
+        assert_eq!(
+            retry_after(None, Some("99999")),
+            Some(Duration::from_secs(600))
+        );
+    }
+}
