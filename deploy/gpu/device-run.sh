@@ -26,6 +26,7 @@ correctness)
 bench8b)
   [ -d "$W/8b" ] || t python3 deploy/gpu/gen_model.py "$W/8b" 8b bf16 >/dev/null
   echo "== (a) bare mistral.rs, 8B shape bf16, BoolQ-like 250 prompt / 128 new ${ENGINE_FLAGS:-}" | tee -a "$OUT/summary.txt"
+  # shellcheck disable=SC2086 # ENGINE_FLAGS is a list of flags
   t "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "${IN_FLIGHT:-1,16,64}" --prompt-words 250 --new-tokens 128 2>"$OUT/bench8b.log" | tee -a "$OUT/summary.txt"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/summary.txt" ;;
 hf8b)
@@ -47,6 +48,7 @@ for i in range(int(sys.argv[1])):
 PY
   "$G/conftag" submit --model gpu8b --dataset boolq --split test --data "$W/boolq.jsonl" --shard-size 16 --max-tokens 128 >/dev/null
   start=$(date +%s.%N)
+  # shellcheck disable=SC2086 # E2E_FLAGS is a list of flags
   RUST_LOG=info "$infer" --model gpu8b --weights "$W/8b" --dtype bf16 --exit-when-done \
     --max-inflight-rows "${E2E_INFLIGHT_ROWS:-128}" ${E2E_FLAGS:---concurrency 16} --log-format json 2>"$OUT/e2e8b.log"
   end=$(date +%s.%N)
