@@ -11,6 +11,8 @@
 #   openai8b     (b') conftag-infer --engine openai against hf_server.py (HF batching) on the node
 #   twogpu       one worker on GPU 0, then one per GPU on GPUs 0 and 1, same job size
 # Results go to $OUT.
+# ENGINE_FLAGS, E2E_FLAGS, HF_BATCHES and BENCH_ROWS are flag lists split on purpose:
+# shellcheck disable=SC2086,SC2046
 set -uo pipefail
 OUT="${OUT:-/tmp/conftag-out}"; mkdir -p "$OUT"
 W=/tmp/conftag-gpu; mkdir -p "$W"

@@ -88,5 +88,5 @@ log "exporting to $demo/out"
 log "status"
 "$conftag" status
 log "one tagged row"
-first="$(ls "$demo"/out/eval/judged/*_tagged.json | head -1)"
+first="$(find "$demo/out/eval/judged" -name '*_tagged.json' | sort | head -1)"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); k=next(iter(d)); print(json.dumps({k: d[k]}, indent=2)[:1500])' "$first"
