@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use common::queue::Queue;
+use common::worker::REDIS_RETRY_MAX;
 use worker_infer::cli::{Cli, Command};
 use worker_infer::engine::{apply_self_check, MistralEngine};
 
@@ -57,7 +58,8 @@ async fn main() -> ExitCode {
             return Ok(());
         }
         // Connect first: a wrong Redis URL should not cost a model load.
-        let queue = Queue::connect(&cli.common.redis_url()).await?;
+        // A worker started while Redis is down waits for it (a bad URL still fails at once).
+        let queue = Queue::connect_waiting(&cli.common.redis_url(), REDIS_RETRY_MAX).await?;
         let opts = cli.worker.engine_options();
         let engine = Arc::new(MistralEngine::load(&opts).await?);
         if cli.worker.self_check {
