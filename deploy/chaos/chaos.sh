@@ -9,6 +9,9 @@
 # Every setting can be overridden: CONFTAG_CHAOS_ROUNDS, CONFTAG_CHAOS_OUTAGE_SECS,
 # CONFTAG_CHAOS_ROWS, CONFTAG_CHAOS_SEED (default: fresh, printed). The summary line
 # (`chaos summary: …`) is what docs/reliability.md records. Needs redis-server on the PATH.
+# CONFTAG_INFER_BIN=PATH runs another conftag-infer (a release build, or a private copy: a
+# target directory shared with other checkouts can have its binaries rebuilt from their
+# sources while a long run is going).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conftag-target}"
