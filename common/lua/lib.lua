@@ -32,11 +32,13 @@ local function spend_attempt(id, stage, err, ready_at, permanent)
   return 'queued'
 end
 
--- Reclaim shards of `stage` whose lease lapsed before `now` (at most 100 per call).
+-- Reclaim shards of `stage` whose lease lapsed before `now` (at most 100 per call). Each one
+-- is counted in the job hash (`<stage>_leases_expired`), so a dead or cut-off worker shows.
 local function reap(stage, now)
   local expired = redis.call('ZRANGEBYSCORE', leased_key(stage), '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(expired) do
     local worker = redis.call('HGET', shard_key(id), 'worker') or '?'
+    redis.call('HINCRBY', JOB, stage .. '_leases_expired', 1)
     spend_attempt(id, stage, 'lease expired: worker ' .. worker .. ' stopped renewing', now, false)
   end
   return #expired

@@ -100,7 +100,7 @@ impl QueueError {
                             | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
                     )
             }
-            QueueError::Connect(_) => true,
+            QueueError::Connect(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -236,11 +236,35 @@ impl Queue {
         redis::cmd("PING")
             .query_async::<String>(&mut c)
             .await
-            .map_err(|e| ConnectError::Unreachable {
-                url: url.redacted(),
-                detail: e.to_string(),
+            .map_err(|e| {
+                let detail = e.to_string();
+                let url = url.redacted();
+                if crate::redis_conn::is_unreachable(&e) {
+                    ConnectError::Unreachable { url, detail }
+                } else {
+                    ConnectError::Rejected { url, detail }
+                }
             })?;
         Ok(queue)
+    }
+
+    /// [`connect`](Self::connect) for workers: while Redis is unreachable (down, restarting,
+    /// cut off), wait and try again — with backoff up to `max_wait` between tries, logging
+    /// each failure — instead of exiting, so a worker started during an outage joins once
+    /// Redis is back. A bad URL or a refused password still fails at once.
+    pub async fn connect_waiting(url: &RedisUrl, max_wait: Duration) -> Result<Self, QueueError> {
+        let mut wait = Duration::from_millis(200).min(max_wait);
+        loop {
+            match Self::connect(url).await {
+                Ok(q) => return Ok(q),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "Redis unreachable; waiting for it");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(max_wait);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn url(&self) -> &RedisUrl {

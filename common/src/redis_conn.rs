@@ -77,8 +77,34 @@ pub fn redact_url(raw: &str) -> String {
 pub enum ConnectError {
     #[error("invalid Redis URL {url}: {detail}")]
     BadUrl { url: String, detail: String },
+    /// Nothing answered (refused, reset, timed out) or Redis is still loading: worth waiting.
     #[error("cannot connect to Redis at {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    /// Redis answered and said no (wrong password, unknown user, TLS mismatch): waiting
+    /// will not help.
+    #[error("Redis at {url} refused the connection: {detail}")]
+    Rejected { url: String, detail: String },
+}
+
+impl ConnectError {
+    /// Whether a later attempt may succeed (Redis down, restarting, unreachable for now).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { .. })
+    }
+}
+
+/// Errors that say the server is not there (yet), as opposed to answering with a refusal.
+pub(crate) fn is_unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+        )
 }
 
 /// A multiplexed, auto-reconnecting connection to a server or a cluster.
@@ -108,6 +134,16 @@ impl RedisConn {
             url: url.redacted(),
             detail: scrub(&detail, url),
         };
+        let failed = |e: redis::RedisError| {
+            if is_unreachable(&e) {
+                unreachable(e.to_string())
+            } else {
+                ConnectError::Rejected {
+                    url: url.redacted(),
+                    detail: scrub(&e.to_string(), url),
+                }
+            }
+        };
         let fut = async {
             if url.is_cluster() {
                 let client = redis::cluster::ClusterClientBuilder::new(url.cluster_nodes())
@@ -115,10 +151,7 @@ impl RedisConn {
                     .response_timeout(Duration::from_secs(30))
                     .build()
                     .map_err(bad)?;
-                let conn = client
-                    .get_async_connection()
-                    .await
-                    .map_err(|e| unreachable(e.to_string()))?;
+                let conn = client.get_async_connection().await.map_err(failed)?;
                 Ok(RedisConn::Cluster(conn))
             } else {
                 let client = redis::Client::open(url.raw.as_str()).map_err(bad)?;
@@ -128,7 +161,7 @@ impl RedisConn {
                     .set_number_of_retries(2);
                 let conn = ConnectionManager::new_with_config(client, config)
                     .await
-                    .map_err(|e| unreachable(e.to_string()))?;
+                    .map_err(failed)?;
                 Ok(RedisConn::Single(conn))
             }
         };

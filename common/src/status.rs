@@ -59,10 +59,32 @@ pub struct JudgeTotals {
     pub rules_decided: u64,
     pub rules_llm_agree: u64,
     pub rules_llm_disagree: u64,
+    /// Judge API calls that failed (429, 5xx, timeouts, unusable answers) and were retried
+    /// before the row got its verdict, counted in the attempt that stored the row.
+    #[serde(default)]
+    pub call_retries: u64,
     /// The judge budget, when one is set.
     pub budget_usd: Option<f64>,
     /// Why judging is paused (budget reached), when it is.
     pub paused: Option<String>,
+}
+
+/// How often a stage's shard attempts ended without a result.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StageFailures {
+    /// Attempts a worker reported as failed (and that spent an attempt).
+    pub attempts_failed: u64,
+    /// Leases that lapsed and were reclaimed: the holder died, hung or lost Redis for longer
+    /// than the lease.
+    pub leases_expired: u64,
+}
+
+/// Failed attempts and lapsed leases per stage, so that every failure a run rode out shows
+/// (a retried shard leaves no other trace once it is done).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failures {
+    pub infer: StageFailures,
+    pub judge: StageFailures,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,6 +120,8 @@ pub struct JobStatus {
     /// Seconds until every row is judged at the last minute's rate.
     pub eta_s: Option<f64>,
     pub last_error: Option<String>,
+    #[serde(default)]
+    pub failures: Failures,
     /// Up to 20 failed shards with their last error.
     pub failed_shards: Vec<FailedShard>,
 }
@@ -291,12 +315,23 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
             rules_decided: counter(&h, "judge_rules_decided"),
             rules_llm_agree: counter(&h, "judge_rules_llm_agree"),
             rules_llm_disagree: counter(&h, "judge_rules_llm_disagree"),
+            call_retries: counter(&h, "judge_call_retries"),
             budget_usd: judge.budget_micro_usd.map(|b| b as f64 / 1e6),
             paused: h.get("judge_paused").cloned(),
         },
         rates,
         eta_s,
         last_error: h.get("last_error").cloned().filter(|s| !s.is_empty()),
+        failures: Failures {
+            infer: StageFailures {
+                attempts_failed: counter(&h, "infer_attempts_failed"),
+                leases_expired: counter(&h, "infer_leases_expired"),
+            },
+            judge: StageFailures {
+                attempts_failed: counter(&h, "judge_attempts_failed"),
+                leases_expired: counter(&h, "judge_leases_expired"),
+            },
+        },
         failed_shards,
     })
 }

@@ -368,10 +368,13 @@ async fn run_loop<P: ShardProcessor>(
     }
 }
 
+/// The longest a worker waits between tries to reach Redis (at start and while running).
+pub const REDIS_RETRY_MAX: Duration = Duration::from_secs(5);
+
 fn redis_backoff() -> backoff::ExponentialBackoff {
     backoff::ExponentialBackoffBuilder::new()
         .with_initial_interval(Duration::from_millis(200))
-        .with_max_interval(Duration::from_secs(5))
+        .with_max_interval(REDIS_RETRY_MAX)
         .with_max_elapsed_time(None)
         .build()
 }

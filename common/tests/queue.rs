@@ -162,6 +162,14 @@ async fn a_lapsed_lease_is_reclaimed_and_the_old_token_is_fenced_off() {
     assert!(preds.iter().all(Option::is_some));
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!(st.rows_inferred, 4, "counted once");
+    assert_eq!(
+        (
+            st.failures.infer.leases_expired,
+            st.failures.infer.attempts_failed
+        ),
+        (1, 0),
+        "the lapsed lease shows in status"
+    );
 }
 
 #[tokio::test]
@@ -231,6 +239,14 @@ async fn errors_retry_then_fail_and_requeue_brings_them_back() {
     assert_eq!(st.failed_shards.len(), 1);
     assert_eq!(st.failed_shards[0].error, "boom 2");
     assert!(st.last_error.unwrap().contains("boom 2"));
+    assert_eq!(
+        (
+            st.failures.infer.attempts_failed,
+            st.failures.infer.leases_expired
+        ),
+        (2, 0),
+        "both failed attempts show in status"
+    );
 
     let out = queue
         .requeue(
@@ -411,4 +427,37 @@ async fn aof_is_reported() {
     assert_eq!(q.aof_enabled().await, Some(true));
     let q = Queue::connect(&RedisUrl::new(without.url())).await.unwrap();
     assert_eq!(q.aof_enabled().await, Some(false));
+}
+
+/// Found by the chaos suite: a worker (re)started while Redis was unreachable exited at once
+/// instead of joining once Redis was back. Workers connect with `connect_waiting`; a refused
+/// password still fails at once.
+#[tokio::test]
+async fn a_worker_started_while_redis_is_down_waits_for_it() {
+    let port = common::testutil::free_port();
+    let url = RedisUrl::new(format!("redis://127.0.0.1:{port}"));
+    let waiting =
+        tokio::spawn(async move { Queue::connect_waiting(&url, Duration::from_millis(200)).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "gave up while Redis was down");
+    let dir = tempfile::tempdir().unwrap();
+    let _redis = RedisServer::start_in(dir.path(), port, true).unwrap();
+    let queue = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("connected once Redis was up")
+        .unwrap()
+        .unwrap();
+    assert!(queue.job_ids().await.unwrap().is_empty());
+
+    let locked = RedisServer::start_with(true, Some("right-pw")).unwrap();
+    let wrong = RedisUrl::new(format!("redis://:s3cr3t-guess@127.0.0.1:{}", locked.port()));
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        Queue::connect_waiting(&wrong, Duration::from_millis(200)),
+    )
+    .await
+    .expect("a refused password is not waited out")
+    .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(!err.to_string().contains("s3cr3t-guess"), "{err}");
 }

@@ -113,6 +113,18 @@ pub fn status_text(doc: &StatusDocument) -> String {
                 j.id, j.rows_infer_errors, j.rows_judge_errors
             ));
         }
+        let f = &j.failures;
+        if f != &Default::default() || j.judge.call_retries > 0 {
+            out.push_str(&format!(
+                "\n{}: ridden out: infer {} failed attempt(s), {} lapsed lease(s); judge {} failed attempt(s), {} lapsed lease(s), {} API call(s) retried",
+                j.id,
+                f.infer.attempts_failed,
+                f.infer.leases_expired,
+                f.judge.attempts_failed,
+                f.judge.leases_expired,
+                j.judge.call_retries
+            ));
+        }
     }
     let alive = doc.workers.iter().filter(|w| w.alive).count();
     out.push_str(&format!("\nworkers alive: {alive}"));

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use common::queue::Queue;
+use common::worker::REDIS_RETRY_MAX;
 use worker_infer::cli::{Cli, Command, EngineKind, InferArgs};
 use worker_infer::engine::{apply_self_check, MistralEngine};
 use worker_infer::openai_engine::OpenAiEngine;
@@ -86,7 +87,8 @@ async fn main() -> ExitCode {
         }
         // Connect first: a wrong Redis URL should not cost a model load.
         cli.common.serve_metrics()?;
-        let queue = Queue::connect(&cli.common.redis_url()).await?;
+        // A worker started while Redis is down waits for it (a bad URL still fails at once).
+        let queue = Queue::connect_waiting(&cli.common.redis_url(), REDIS_RETRY_MAX).await?;
         let engine = open_engine(&cli.worker, 1).await?;
         if cli.worker.self_check {
             let report = match &engine {

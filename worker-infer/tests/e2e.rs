@@ -3,11 +3,12 @@
 //! mid-run), a judge worker against the fake OpenAI-compatible server over HTTP, and
 //! `conftag export` writing the seed's files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod support;
+
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use common::queue::{Queue, Stage};
 use common::redis_conn::RedisUrl;
 use common::status;
@@ -17,37 +18,17 @@ use tokio_util::sync::CancellationToken;
 use worker_judge::fake::{FakeConfig, FakeServer};
 use worker_judge::openai::{ClientConfig, OpenAiClient};
 
-fn samples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/samples")
-        .join(name)
-}
-
-async fn conftag(redis: &str, args: &[&str]) -> Result<(), coordinator::CommandError> {
-    let mut argv = vec!["conftag", "--redis-url", redis];
-    argv.extend_from_slice(args);
-    coordinator::run(coordinator::cli::Cli::try_parse_from(argv).unwrap()).await
-}
+use support::{conftag, infer_command, samples};
 
 fn infer_worker(redis: &str, model_dir: &Path, hf_home: &Path, id: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_conftag-infer"))
-        .args(["--redis-url", redis, "--model", "tiny", "--weights"])
-        .arg(model_dir)
+    infer_command(redis, model_dir, hf_home, id)
         .args([
-            "--dtype",
-            "f32",
-            "--device",
-            "cpu",
             "--lease-secs",
             "3",
             "--max-inflight-rows",
             "4",
             "--exit-when-done",
-            "--worker-id",
-            id,
         ])
-        .env("HF_HOME", hf_home)
-        .env("RUST_LOG", "warn")
         .spawn()
         .unwrap()
 }

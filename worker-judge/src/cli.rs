@@ -6,9 +6,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use common::config::{CommonArgs, Secret};
 use common::job::JudgeMode;
-use common::queue::Stage;
-use common::worker::WorkerConfig;
+use common::queue::{Queue, Stage};
+use common::worker::{WorkerConfig, REDIS_RETRY_MAX};
 
+use crate::fake::{FakeConfig, FakeServer};
 use crate::openai::{ClientConfig, OpenAiClient, OPENAI_DEFAULT_BASE};
 use crate::processor::{JudgeProcessor, Prices};
 
@@ -26,6 +27,56 @@ pub struct Cli {
     pub worker: JudgeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// What `conftag-judge` does with its arguments (tracing already set up). In the library so
+    /// that tests can run the very same worker in a process of their own.
+    pub async fn run(&self) -> anyhow::Result<()> {
+        if let Some(Command::ServeFake(a)) = &self.command {
+            let server = FakeServer::start(
+                a.addr,
+                FakeConfig {
+                    latency: Duration::from_millis(a.latency_ms),
+                    rate_limit: a.rate_limit,
+                    rate_window: Duration::from_millis(a.rate_window_ms.max(1)),
+                    api_key: a.require_key.clone(),
+                    served_models: a.serve_models.clone(),
+                    ..FakeConfig::default()
+                },
+            )
+            .await?;
+            tracing::info!(base_url = %server.base_url(), "fake OpenAI-compatible judge listening");
+            let shutdown = common::worker::shutdown_on_signals();
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        if let Some(Command::Bench {
+            rows,
+            latency_ms,
+            in_flight,
+            rate_limit,
+            window_ms,
+        }) = &self.command
+        {
+            let queue = Queue::connect(&self.common.redis_url()).await?;
+            return crate::bench::run(
+                &queue,
+                *rows,
+                *latency_ms,
+                *in_flight,
+                *rate_limit,
+                *window_ms,
+            )
+            .await;
+        }
+        let processor = self.worker.processor()?;
+        self.common.serve_metrics()?;
+        let queue = Queue::connect_waiting(&self.common.redis_url(), REDIS_RETRY_MAX).await?;
+        let shutdown = common::worker::shutdown_on_signals();
+        crate::run(queue, processor, self.worker.worker_config(), shutdown).await?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Subcommand)]

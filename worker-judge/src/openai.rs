@@ -32,6 +32,8 @@ pub struct JudgeCall {
     pub verdict: Verdict,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Failed tries (transient errors, unusable answers) before this answer.
+    pub retries: u32,
 }
 
 /// Why a judge call gave no verdict, by what the caller should do about it.
@@ -243,7 +245,10 @@ impl OpenAiClient {
             };
             self.gate.done().await;
             match outcome {
-                Attempt::Done(call) => return Ok(call),
+                Attempt::Done(mut call) => {
+                    call.retries = transient_failures + content_failures;
+                    return Ok(call);
+                }
                 Attempt::Fatal(m) => return Err(CallError::Fatal(m)),
                 Attempt::Row(m) => return Err(CallError::Row(m)),
                 Attempt::Content(m) => {
@@ -347,10 +352,19 @@ fn without_url(e: &reqwest::Error) -> String {
     kind.to_owned()
 }
 
+/// A 200 whose body is not JSON at all (a proxy's or gateway's HTML page, a cut-off body)
+/// says nothing about the row: it is transient, like a 5xx. Treating it as an unusable answer
+/// would record the row as undecidable after a few such bodies, and a gateway fault storm
+/// would turn healthy rows into permanent judge errors.
 fn parse_success(text: &str) -> Attempt {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Attempt::Content(format!("judge answer is not JSON: {e}")),
+        Err(e) => {
+            return Attempt::Transient(
+                format!("judge API answered 200 with a body that is not JSON: {e}"),
+                None,
+            )
+        }
     };
     parse_body(&v)
 }
@@ -393,6 +407,7 @@ fn parse_body(v: &Value) -> Attempt {
         verdict,
         prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+        retries: 0,
     })
 }
 

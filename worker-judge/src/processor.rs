@@ -430,6 +430,10 @@ impl JudgeProcessor {
                     .or_default() += call.completion_tokens as i64;
                 *counters.entry("judge_cost_micro_usd".into()).or_default() +=
                     prices.micro_usd(call.prompt_tokens, call.completion_tokens);
+                if call.retries > 0 {
+                    *counters.entry("judge_call_retries".into()).or_default() +=
+                        i64::from(call.retries);
+                }
                 Ok(Ok(JudgeResponse {
                     correct_answer: input.correct_answer.clone(),
                     model_answer: call.verdict.extracted_final_answer,

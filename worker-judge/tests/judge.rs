@@ -278,6 +278,48 @@ async fn rate_limit_storms_5xx_garbage_and_hangs_are_ridden_out() {
     assert!(stats["rate_limited"].as_u64().unwrap() + stats["faults"].as_u64().unwrap() > 0);
 }
 
+/// Found by the chaos suite: a 200 with a body that is not JSON (a gateway's error page) was
+/// an "unusable answer", so three in a row made the row a permanent judge error and a garbage
+/// storm left healthy rows out of the tagged file. Now it is retried like a 5xx, and the
+/// retries show in status.
+#[tokio::test]
+async fn a_garbage_storm_longer_than_the_content_retries_leaves_every_row_judged() {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
+    // One request at a time: the first row meets 5 garbage bodies in a row (more than the 2
+    // content retries, and more than the client's 4 retries), the next row the 6th.
+    fault(&fake, Fault::Garbage, 6).await;
+    run_judge(
+        &queue,
+        JudgeProcessor::new(Some(client(&fake.base_url(), None)), 1, None, None, 0),
+    )
+    .await
+    .unwrap();
+    let rows = tagged(&queue, &id).await;
+    assert!(
+        rows.iter().all(|t| t.judge_response.is_some()),
+        "{:?}",
+        rows.iter().map(|t| &t.judge_error).collect::<Vec<_>>()
+    );
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (st.rows_judged, st.rows_correct, st.rows_judge_errors),
+        (8, 4, 0)
+    );
+    assert_eq!(fake_stats(&fake).await["faults"], 6);
+    assert_eq!(
+        st.judge.call_retries + st.failures.judge.attempts_failed,
+        2,
+        "the retried call and the failed attempt show in status: {:?} {:?}",
+        st.judge,
+        st.failures
+    );
+}
+
 #[tokio::test]
 async fn refusals_become_row_errors_not_wrong_answers() {
     let redis = RedisServer::start().unwrap();
