@@ -1,6 +1,8 @@
-//! Flags every binary shares (`--redis-url`, `--log-format`), secret handling and tracing
+//! Flags every binary shares (`--redis-url`, the TLS files for `rediss://`, `--log-format`), secret handling and tracing
 //! setup. Every flag also reads an environment variable; secrets come from the environment
 //! only and never print.
+
+use std::path::PathBuf;
 
 use clap::ValueEnum;
 
@@ -18,6 +20,29 @@ pub struct CommonArgs {
     )]
     pub redis_url: String,
 
+    /// CA certificate (PEM) to verify a `rediss://` server with, instead of the system's trust
+    /// store: for a private CA or a self-signed server.
+    #[arg(long, env = "REDIS_CA_CERT", value_name = "PATH")]
+    pub redis_ca_cert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for servers that require one (`tls-auth-clients yes`).
+    #[arg(
+        long,
+        env = "REDIS_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "redis_client_key"
+    )]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "REDIS_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "redis_client_cert"
+    )]
+    pub redis_client_key: Option<PathBuf>,
+
     /// Log format on stderr: `pretty` for people, `json` (one object per line) for log shippers.
     #[arg(long, env = "CONFTAG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -28,8 +53,15 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The Redis URL with the TLS files given by flag or environment.
     pub fn redis_url(&self) -> crate::redis_conn::RedisUrl {
-        crate::redis_conn::RedisUrl::new(self.redis_url.clone())
+        crate::redis_conn::RedisUrl::new(self.redis_url.clone()).with_tls(
+            crate::redis_conn::TlsFiles {
+                ca_cert: self.redis_ca_cert.clone(),
+                client_cert: self.redis_client_cert.clone(),
+                client_key: self.redis_client_key.clone(),
+            },
+        )
     }
 
     /// Start the `/metrics` endpoint when `--metrics-addr` is given (needs a tokio runtime).

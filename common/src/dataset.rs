@@ -3,6 +3,12 @@
 //!
 //! Every check names the file, the row (0-based index in the split, plus the line number for
 //! JSONL) and the column, because a bad row found after submit would cost GPU time.
+//!
+//! Limits, decided here rather than discovered by a worker: a row may hold at most
+//! [`MAX_ROW_BYTES`] of text (1 MiB; the seed's longest rows are a few KB, and a longer row
+//! fits no model's context yet would be copied to Redis and to every worker that claims it),
+//! text must be UTF-8 (a leading byte-order mark is accepted), and an empty file or a split
+//! without rows is an error, not an empty job.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -204,8 +210,38 @@ pub enum DatasetError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("{path}: row {row}: cannot be read ({source})")]
+    ParquetRow {
+        path: PathBuf,
+        row: usize,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("{path}: the split has no rows")]
     Empty { path: PathBuf },
+    #[error("{path}: the file is empty (0 bytes)")]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: is a directory, not a dataset file")]
+    NotAFile { path: PathBuf },
+    #[error(
+        "{path}: line {line}: not valid UTF-8 (byte {byte} of the line); save the file as UTF-8"
+    )]
+    Utf8 {
+        path: PathBuf,
+        line: usize,
+        byte: usize,
+    },
+    #[error("{path}: {row_ref}: the row holds {bytes} bytes of text (column `{column}` alone {column_bytes}); rows are limited to {limit} bytes (1 MiB)")]
+    RowTooLarge {
+        path: PathBuf,
+        row_ref: String,
+        bytes: usize,
+        column: String,
+        column_bytes: usize,
+        limit: usize,
+    },
+    #[error("{path}: the reader failed unexpectedly ({detail}); the file is probably corrupt")]
+    ReaderFailed { path: PathBuf, detail: String },
     #[error("{path}: unsupported file type (use .jsonl, .json or .parquet)")]
     UnsupportedFormat { path: PathBuf },
     #[error("cannot download split `{split}` of {repo} from {endpoint}: {detail}")]
@@ -216,6 +252,9 @@ pub enum DatasetError {
         detail: String,
     },
 }
+
+/// Most text one row may hold (its columns' strings together), in bytes.
+pub const MAX_ROW_BYTES: usize = 1 << 20;
 
 /// A raw row from a file, with what is needed to name it in errors.
 struct RawRow {
@@ -239,7 +278,10 @@ pub async fn load_split(
     let path_for_task = path.clone();
     let raw = tokio::task::spawn_blocking(move || read_raw_rows(&path_for_task, limit))
         .await
-        .expect("dataset reader panicked")?;
+        .map_err(|e| DatasetError::ReaderFailed {
+            path: path.clone(),
+            detail: panic_text(e),
+        })??;
     if raw.is_empty() {
         return Err(DatasetError::Empty { path });
     }
@@ -249,7 +291,33 @@ pub async fn load_split(
         .collect()
 }
 
+/// What a panicked reader task said.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn read_raw_rows(path: &Path, limit: Option<usize>) -> Result<Vec<RawRow>, DatasetError> {
+    let meta = std::fs::metadata(path).map_err(|source| DatasetError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(DatasetError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(DatasetError::EmptyFile {
+            path: path.to_owned(),
+        });
+    }
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -277,16 +345,41 @@ fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
     Ok(bytes)
 }
 
+/// The bytes without a leading UTF-8 byte-order mark (editors on Windows write one).
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+/// Check that `bytes` (starting at line `first_line`) are UTF-8, naming the line and byte.
+fn check_utf8(path: &Path, bytes: &[u8], first_line: usize) -> Result<(), DatasetError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let at = e.valid_up_to();
+        let before = &bytes[..at];
+        let line = first_line + before.iter().filter(|b| **b == b'\n').count();
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        return Err(DatasetError::Utf8 {
+            path: path.to_owned(),
+            line,
+            byte: at - line_start + 1,
+        });
+    }
+    Ok(())
+}
+
 fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> {
     let bytes = read_all(path)?;
     let mut rows = Vec::new();
-    for (line_no, line) in bytes.split(|b| *b == b'\n').enumerate() {
+    for (line_no, line) in strip_bom(&bytes).split(|b| *b == b'\n').enumerate() {
         if rows.len() >= limit {
             break;
         }
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
+        check_utf8(path, line, line_no + 1)?;
         let value: Value =
             serde_json::from_slice(line).map_err(|source| DatasetError::JsonLine {
                 path: path.to_owned(),
@@ -303,7 +396,9 @@ fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> {
 
 fn read_json_array(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> {
     let bytes = read_all(path)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| DatasetError::JsonDocument {
+    let bytes = strip_bom(&bytes);
+    check_utf8(path, bytes, 1)?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| DatasetError::JsonDocument {
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
@@ -340,7 +435,11 @@ fn read_parquet(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> 
         if i >= limit {
             break;
         }
-        let row = row.map_err(parquet_err)?;
+        let row = row.map_err(|source| DatasetError::ParquetRow {
+            path: path.to_owned(),
+            row: i,
+            source,
+        })?;
         rows.push(RawRow {
             value: row.to_json_value(),
             row_ref: format!("row {i}"),
@@ -390,6 +489,7 @@ fn build_row(
             });
         }
     }
+    check_row_size(dataset, path, &raw.row_ref, obj)?;
     let s = |c: &str| obj[c].as_str().unwrap_or_default().to_owned();
     let row = match dataset {
         Dataset::Math => {
@@ -431,6 +531,49 @@ fn build_row(
         }
     };
     Ok(row)
+}
+
+/// Bytes of text in a JSON value (strings and object keys).
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(text_bytes).sum(),
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+        _ => 0,
+    }
+}
+
+/// Refuse a row whose used columns hold more than [`MAX_ROW_BYTES`], naming the largest.
+fn check_row_size(
+    dataset: Dataset,
+    path: &Path,
+    row_ref: &str,
+    obj: &Map<String, Value>,
+) -> Result<(), DatasetError> {
+    let mut columns: Vec<(&str, usize)> = dataset
+        .required_columns()
+        .iter()
+        .map(|(c, _)| (*c, text_bytes(&obj[*c])))
+        .collect();
+    if let Some(v) = obj.get("answer_idx") {
+        columns.push(("answer_idx", text_bytes(v)));
+    }
+    let bytes: usize = columns.iter().map(|(_, n)| n).sum();
+    if bytes <= MAX_ROW_BYTES {
+        return Ok(());
+    }
+    let (column, column_bytes) = columns
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .expect("every dataset has columns");
+    Err(DatasetError::RowTooLarge {
+        path: path.to_owned(),
+        row_ref: row_ref.to_owned(),
+        bytes,
+        column: column.to_owned(),
+        column_bytes,
+        limit: MAX_ROW_BYTES,
+    })
 }
 
 /// MedQA options: a struct letter → text; letters with a null value (4-option rows stored in

@@ -15,6 +15,17 @@ pub struct RedisServer {
     aof: bool,
     password: Option<String>,
     owns_dir: bool,
+    tls: Option<ServerTls>,
+}
+
+/// Certificate files for a TLS-only test server (PEM). The test makes them (e.g. with
+/// `rcgen`); this module only hands them to `redis-server`.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (`tls-auth-clients yes`).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A free loopback TCP port (bound then released).
@@ -41,6 +52,25 @@ impl RedisServer {
             aof,
             password: password.map(str::to_owned),
             owns_dir: true,
+            tls: None,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Start a server that speaks only TLS (no plain-TCP port), AOF on; its
+    /// [`url`](Self::url) is `rediss://127.0.0.1:PORT`.
+    pub fn start_tls(tls: ServerTls, password: Option<&str>) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("conftag-redis-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            aof: true,
+            password: password.map(str::to_owned),
+            owns_dir: true,
+            tls: Some(tls),
         };
         s.spawn()?;
         Ok(s)
@@ -56,6 +86,7 @@ impl RedisServer {
             aof,
             password: None,
             owns_dir: false,
+            tls: None,
         };
         s.spawn()?;
         Ok(s)
@@ -63,9 +94,27 @@ impl RedisServer {
 
     fn spawn(&mut self) -> std::io::Result<()> {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        match &self.tls {
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key);
+                match &tls.client_ca {
+                    Some(ca) => cmd
+                        .arg("--tls-ca-cert-file")
+                        .arg(ca)
+                        .args(["--tls-auth-clients", "yes"]),
+                    None => cmd.args(["--tls-auth-clients", "no"]),
+                };
+            }
+        }
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
             .arg(&self.dir)
@@ -75,7 +124,7 @@ impl RedisServer {
             .arg(if self.aof { "yes" } else { "no" })
             .arg("--appendfsync")
             .arg("always")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.arg("--requirepass").arg(p);
@@ -90,11 +139,27 @@ impl RedisServer {
         self.wait_ready(Duration::from_secs(10))
     }
 
-    fn wait_ready(&self, timeout: Duration) -> std::io::Result<()> {
+    fn wait_ready(&mut self, timeout: Duration) -> std::io::Result<()> {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Drain the log so the server never blocks on a full pipe.
+                if let Some(mut out) = self.child.as_mut().and_then(|c| c.stdout.take()) {
+                    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+                }
                 return Ok(());
+            }
+            // A server that refused its configuration (a bad TLS file, say) says why.
+            if let Some(mut child) = self.child.take_if(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                let mut log = String::new();
+                if let Some(mut out) = child.stdout.take() {
+                    use std::io::Read;
+                    let _ = out.read_to_string(&mut log);
+                }
+                return Err(std::io::Error::other(format!(
+                    "redis-server exited at start: {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -108,9 +173,14 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(p) => format!("{scheme}://:{p}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
     }
 
@@ -296,4 +366,75 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
                 None
             }
         })
+}
+
+/// Values of one parquet column, for [`write_parquet`].
+#[derive(Debug, Clone)]
+pub enum ParquetValues {
+    /// `BYTE_ARRAY (UTF8)`: the bytes are written as given, valid UTF-8 or not.
+    Utf8(Vec<Vec<u8>>),
+    Bool(Vec<bool>),
+    Int64(Vec<i64>),
+}
+
+/// Write a one-row-group parquet file with REQUIRED columns (no row group when the columns
+/// are empty), for tests of the dataset reader: valid files, files with wrong columns or
+/// types, and, cut short, corrupt ones.
+pub fn write_parquet(
+    path: &Path,
+    columns: &[(&str, ParquetValues)],
+) -> Result<(), parquet::errors::ParquetError> {
+    use parquet::column::writer::ColumnWriter;
+    use parquet::data_type::ByteArray;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    let fields: Vec<String> = columns
+        .iter()
+        .map(|(name, v)| match v {
+            ParquetValues::Utf8(_) => format!("REQUIRED BYTE_ARRAY {name} (UTF8);"),
+            ParquetValues::Bool(_) => format!("REQUIRED BOOLEAN {name};"),
+            ParquetValues::Int64(_) => format!("REQUIRED INT64 {name};"),
+        })
+        .collect();
+    let schema = parquet::schema::parser::parse_message_type(&format!(
+        "message schema {{ {} }}",
+        fields.join(" ")
+    ))?;
+    let file = std::fs::File::create(path)?;
+    let mut writer = SerializedFileWriter::new(
+        file,
+        Arc::new(schema),
+        Arc::new(WriterProperties::builder().build()),
+    )?;
+    let rows = columns.first().map_or(0, |(_, v)| match v {
+        ParquetValues::Utf8(x) => x.len(),
+        ParquetValues::Bool(x) => x.len(),
+        ParquetValues::Int64(x) => x.len(),
+    });
+    if rows > 0 {
+        let mut group = writer.next_row_group()?;
+        let mut values = columns.iter();
+        while let Some(mut col) = group.next_column()? {
+            let (_, v) = values.next().expect("one value list per column");
+            match (col.untyped(), v) {
+                (ColumnWriter::ByteArrayColumnWriter(w), ParquetValues::Utf8(x)) => {
+                    let x: Vec<ByteArray> = x.iter().map(|b| ByteArray::from(b.clone())).collect();
+                    w.write_batch(&x, None, None)?;
+                }
+                (ColumnWriter::BoolColumnWriter(w), ParquetValues::Bool(x)) => {
+                    w.write_batch(x, None, None)?;
+                }
+                (ColumnWriter::Int64ColumnWriter(w), ParquetValues::Int64(x)) => {
+                    w.write_batch(x, None, None)?;
+                }
+                _ => unreachable!("the schema follows the values"),
+            }
+            col.close()?;
+        }
+        group.close()?;
+    }
+    writer.close()?;
+    Ok(())
 }

@@ -92,6 +92,12 @@ fn data_files(args: &SubmitArgs) -> Result<BTreeMap<Dataset, PathBuf>, CommandEr
                 "--data {item}: dataset `{dataset}` is not among --dataset"
             )));
         }
+        if path.is_dir() {
+            return Err(CommandError::Usage(format!(
+                "--data {item}: {} is a directory, not a dataset file",
+                path.display()
+            )));
+        }
         if !path.is_file() {
             return Err(CommandError::Usage(format!(
                 "--data {item}: {} is not a readable file",
@@ -107,6 +113,16 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
     if args.shard_size == 0 {
         return Err(CommandError::Usage(
             "--shard-size must be at least 1".into(),
+        ));
+    }
+    if args.limit == Some(0) {
+        return Err(CommandError::Usage(
+            "--limit must be at least 1 (a job needs rows)".into(),
+        ));
+    }
+    if args.max_attempts == 0 {
+        return Err(CommandError::Usage(
+            "--max-attempts must be at least 1".into(),
         ));
     }
     if args.max_tokens == Some(0) {

@@ -392,3 +392,355 @@ fn a_redis_password_never_reaches_output_logs_or_redis() {
         );
     }
 }
+
+/// Files (and names) in `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn boolq_line(q: &str, answer: &str, passage: &str) -> String {
+    format!("{{\"question\":{q:?},\"answer\":{answer},\"passage\":{passage:?}}}\n")
+}
+
+/// The malformed-file corpus (see `common/tests/bad_input.rs` for the reader's side) through
+/// `conftag submit`: each refused with the file, row/line and column named, and not one key
+/// written to Redis.
+#[test]
+fn malformed_dataset_files_are_refused_by_submit_and_nothing_is_written() {
+    use common::testutil::{write_parquet, ParquetValues};
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let good_parquet = d.join("good.parquet");
+    write_parquet(
+        &good_parquet,
+        &[
+            ("question", ParquetValues::Utf8(vec![b"q".to_vec(); 40])),
+            ("answer", ParquetValues::Bool(vec![true; 40])),
+            ("passage", ParquetValues::Utf8(vec![b"p".to_vec(); 40])),
+        ],
+    )
+    .unwrap();
+    let bytes = std::fs::read(&good_parquet).unwrap();
+    let wrong_type_parquet = d.join("int_answer.parquet");
+    write_parquet(
+        &wrong_type_parquet,
+        &[
+            ("question", ParquetValues::Utf8(vec![b"q".to_vec()])),
+            ("answer", ParquetValues::Int64(vec![1])),
+            ("passage", ParquetValues::Utf8(vec![b"p".to_vec()])),
+        ],
+    )
+    .unwrap();
+    let mut latin1 = boolq_line("q", "true", "p").into_bytes();
+    latin1.extend_from_slice(b"{\"question\":\"caf\xE9\",\"answer\":true,\"passage\":\"p\"}\n");
+    let huge = boolq_line("q", "true", &"x".repeat(50 << 20));
+    let folder = d.join("folder.jsonl");
+    std::fs::create_dir(&folder).unwrap();
+
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (
+            write(
+                d,
+                "missing.jsonl",
+                &(boolq_line("q", "true", "p") + "{\"question\":\"q\",\"answer\":true}\n"),
+            ),
+            vec![
+                "missing.jsonl",
+                "row 1 (line 2)",
+                "missing column `passage`",
+            ],
+        ),
+        (
+            write(
+                d,
+                "typed.json",
+                r#"[{"question":"q","answer":1,"passage":"p"}]"#,
+            ),
+            vec!["typed.json", "row 0", "column `answer` is a number"],
+        ),
+        (
+            wrong_type_parquet,
+            vec!["int_answer.parquet", "row 0", "column `answer` is a number"],
+        ),
+        (
+            {
+                let p = d.join("cut.parquet");
+                std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+                p
+            },
+            vec!["cut.parquet", "not a readable parquet file"],
+        ),
+        (
+            {
+                let p = d.join("latin1.jsonl");
+                std::fs::write(&p, &latin1).unwrap();
+                p
+            },
+            vec!["latin1.jsonl", "line 2", "not valid UTF-8"],
+        ),
+        (
+            write(d, "huge.jsonl", &huge),
+            vec!["huge.jsonl", "row 0 (line 1)", "column `passage`", "1 MiB"],
+        ),
+        (write(d, "none.json", "[]"), vec!["none.json", "no rows"]),
+        (
+            write(d, "empty.jsonl", ""),
+            vec!["empty.jsonl", "the file is empty"],
+        ),
+        (folder, vec!["folder.jsonl", "--data", "is a directory"]),
+        (
+            write(d, "rows.csv", "question,answer\n"),
+            vec!["rows.csv", "unsupported file type"],
+        ),
+    ];
+    for (path, words) in &cases {
+        let o = conftag(
+            &url,
+            &[
+                "submit",
+                "--model",
+                "m",
+                "--dataset",
+                "boolq",
+                "--split",
+                "test",
+                "--data",
+                path.to_str().unwrap(),
+            ],
+        );
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{} accepted", path.display());
+        for w in words {
+            assert!(e.contains(w), "{}: `{w}` missing from: {e}", path.display());
+        }
+        assert!(!e.contains("panicked"), "{e}");
+        assert_eq!(
+            dbsize(&redis),
+            0,
+            "{}: something was written",
+            path.display()
+        );
+    }
+    // The good file next to them is accepted: the corpus is refused for what is wrong in it.
+    let o = conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "m",
+            "--dataset",
+            "boolq",
+            "--data",
+            good_parquet.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_urls_and_flags_are_refused_naming_the_problem() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let data = samples("boolq.jsonl");
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "--model",
+            "m",
+            "--dataset",
+            "boolq",
+            "--data",
+            &data,
+        ];
+        args.extend_from_slice(extra);
+        conftag(&url, &args)
+    };
+
+    for (bad, words) in [
+        (
+            "http://127.0.0.1:6379",
+            vec!["invalid Redis URL", "unknown scheme `http://`"],
+        ),
+        ("mongodb://:pw-x@h:1", vec!["unknown scheme `mongodb://`"]),
+        ("redis://:@", vec!["invalid Redis URL", "no host"]),
+        (
+            "redis://127.0.0.1:70000",
+            vec!["port `70000`", "1 to 65535"],
+        ),
+        ("127.0.0.1:6379", vec!["expected redis://"]),
+    ] {
+        let o = conftag(
+            bad,
+            &[
+                "submit",
+                "--model",
+                "m",
+                "--dataset",
+                "boolq",
+                "--data",
+                &data,
+            ],
+        );
+        assert!(!o.status.success(), "{bad} accepted");
+        let e = stderr(&o);
+        for w in &words {
+            assert!(e.contains(w), "{bad}: `{w}` missing from: {e}");
+        }
+        assert!(!e.contains("pw-x"), "{e}");
+    }
+
+    for (extra, words) in [
+        (vec!["--shard-size", "0"], vec!["--shard-size"]),
+        (vec!["--limit", "0"], vec!["--limit"]),
+        (vec!["--max-attempts", "0"], vec!["--max-attempts"]),
+        (vec!["--max-tokens", "0"], vec!["--max-tokens"]),
+        (
+            vec!["--judge-budget-usd=-1"],
+            vec!["--judge-budget-usd", "non-negative"],
+        ),
+        (
+            vec!["--judge-budget-usd", "NaN"],
+            vec!["--judge-budget-usd", "non-negative"],
+        ),
+        (vec!["--judge-mode", "vibes"], vec!["--judge-mode", "vibes"]),
+        (vec!["--split", ""], vec!["--split"]),
+        (vec!["--split", "a/b"], vec!["--split"]),
+        (vec!["--model", ""], vec!["--model"]),
+        (vec!["--shard-size", "many"], vec!["--shard-size", "many"]),
+    ] {
+        let o = submit(&extra);
+        assert!(!o.status.success(), "{extra:?} accepted");
+        let e = stderr(&o);
+        for w in &words {
+            assert!(e.contains(w), "{extra:?}: `{w}` missing from: {e}");
+        }
+    }
+    let o = conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "m",
+            "--dataset",
+            "boolq",
+            "--data",
+            &format!("trivia={data}"),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown dataset `trivia`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = conftag(
+        &url,
+        &[
+            "--redis-ca-cert",
+            &data,
+            "submit",
+            "--model",
+            "m",
+            "--dataset",
+            "boolq",
+            "--data",
+            &data,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not rediss://"), "{}", stderr(&o));
+    let o = conftag(&url, &["--redis-client-cert", &data, "status"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--redis-client-key"), "{}", stderr(&o));
+
+    assert_eq!(dbsize(&redis), 0, "nothing written");
+}
+
+/// Model, split and job names cannot steer `conftag export` out of `--out`: file stems keep
+/// only `[a-z0-9_]`, and job arguments must be job ids.
+#[test]
+fn export_stays_inside_the_output_directory() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let data = samples("boolq.jsonl");
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("a/b/out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (model, split) in [
+        ("../../etc/x", "test"),
+        ("..", "test"),
+        ("/abs/../../y", ".."),
+        ("org/..\\..\\z", "..\\.."),
+    ] {
+        let o = conftag(
+            &url,
+            &[
+                "submit",
+                "--model",
+                model,
+                "--dataset",
+                "boolq",
+                "--split",
+                split,
+                "--data",
+                &data,
+            ],
+        );
+        assert!(o.status.success(), "{model} {split}: {}", stderr(&o));
+    }
+    for bad in ["../../etc", "/etc/passwd", "x/../../y"] {
+        let o = conftag(
+            &url,
+            &["export", bad, "--out", out.to_str().unwrap(), "--partial"],
+        );
+        assert!(!o.status.success(), "export {bad} accepted");
+    }
+    assert!(
+        files_under(root.path()).is_empty(),
+        "nothing written for bad job names"
+    );
+
+    let o = conftag(
+        &url,
+        &[
+            "export",
+            "--all",
+            "--partial",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = files_under(root.path());
+    assert!(written.len() >= 8, "{written:?}");
+    for f in &written {
+        let canon = f.canonicalize().unwrap();
+        assert!(
+            canon.starts_with(out.canonicalize().unwrap()),
+            "{} is outside {}",
+            f.display(),
+            out.display()
+        );
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.".contains(c)),
+            "{name}"
+        );
+    }
+}

@@ -180,19 +180,21 @@ pub struct OpenAiClient {
 
 impl OpenAiClient {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        // A base URL may carry credentials (`https://user:key@proxy/v1`): never show them.
+        let shown = common::redis_conn::redact_url(&config.base_url);
         let parsed = url::Url::parse(&config.base_url).map_err(|e| ClientError::BadUrl {
-            url: config.base_url.clone(),
+            url: shown.clone(),
             detail: e.to_string(),
         })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(ClientError::BadUrl {
-                url: config.base_url.clone(),
+                url: shown,
                 detail: "expected an http(s) URL with a host".into(),
             });
         }
         let is_openai = parsed.host_str() == Some("api.openai.com");
         if is_openai && config.api_key.is_none() {
-            return Err(ClientError::MissingKey(config.base_url.clone()));
+            return Err(ClientError::MissingKey(shown));
         }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
