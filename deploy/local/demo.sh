@@ -71,20 +71,31 @@ log "submitting $model × $datasets (sample rows)"
 "$conftag" submit --model "$model" "${data_args[@]}" --split test --shard-size 2 "${extra[@]}"
 
 log "running one inference worker and one judge worker until the jobs are done"
+mport="$(free_port)"
 HF_HOME="$demo/hf" "$infer" --model "$model" --weights "$gguf" --exit-when-done \
-  --drain-secs 5 >"$demo/infer.log" 2>&1 &
+  --drain-secs 5 --metrics-addr "127.0.0.1:$mport" >"$demo/infer.log" 2>&1 &
 infer_pid=$!
 "$judge" --exit-when-done --drain-secs 5 >"$demo/judge.log" 2>&1 &
 judge_pid=$!
 while kill -0 "$infer_pid" 2>/dev/null || kill -0 "$judge_pid" 2>/dev/null; do
   "$conftag" status 2>/dev/null | head -6 | tail -3 >&2 || true
+  # The inference worker's Prometheus counters, while it runs.
+  python3 - "$mport" <<'PY' >&2 || true
+import sys, urllib.request
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
+except OSError:
+    sys.exit(0)
+keep = ("conftag_infer_rows_total", "conftag_infer_completion_tokens_total", "conftag_rows_in_flight")
+print("  metrics: " + ", ".join(l for l in text.splitlines() if l.startswith(keep)))
+PY
   sleep 5
 done
 wait "$infer_pid" || { echo "inference worker failed, see $demo/infer.log" >&2; exit 1; }
 wait "$judge_pid" || { echo "judge worker failed, see $demo/judge.log" >&2; exit 1; }
 
 log "exporting to $demo/out"
-"$conftag" export --all --out "$demo/out"
+"$conftag" export --all --report --out "$demo/out"
 log "status"
 "$conftag" status
 log "one tagged row"
