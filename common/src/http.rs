@@ -14,6 +14,21 @@ pub fn retry_after(retry_after_ms: Option<&str>, retry_after: Option<&str>) -> O
         .map(|s| Duration::from_secs_f64(s.clamp(0.0, 600.0)))
 }
 
+/// What went wrong with a request, in words without the URL (HTTP clients print the URL, which
+/// may carry a query string or credentials): pass the client error's `is_timeout()`,
+/// `is_connect()` and `is_body() || is_decode()`.
+pub fn transport_failure(timeout: bool, connect: bool, body: bool) -> &'static str {
+    if timeout {
+        "timed out"
+    } else if connect {
+        "connection failed"
+    } else if body {
+        "bad response body"
+    } else {
+        "transport error"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

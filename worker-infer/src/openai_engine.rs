@@ -207,15 +207,11 @@ impl OpenAiEngine {
 
 /// reqwest errors print the URL; say what happened without it.
 fn transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "bad response body"
-    } else {
-        "transport error"
-    };
+    let kind = common::http::transport_failure(
+        e.is_timeout(),
+        e.is_connect(),
+        e.is_body() || e.is_decode(),
+    );
     format!("engine request {kind}")
 }
 

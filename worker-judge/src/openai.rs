@@ -342,16 +342,8 @@ enum Attempt {
 
 /// reqwest errors print the URL; keep messages short and free of query strings.
 fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "bad response body"
-    } else {
-        "transport error"
-    };
-    kind.to_owned()
+    common::http::transport_failure(e.is_timeout(), e.is_connect(), e.is_body() || e.is_decode())
+        .to_owned()
 }
 
 /// A 200 whose body is not JSON at all (a proxy's or gateway's HTML page, a cut-off body)
