@@ -6,12 +6,17 @@ use std::time::Duration;
 /// The wait a response asks for: `retry-after-ms` (milliseconds, OpenAI) or `retry-after`
 /// (seconds), capped at 10 minutes. Pass the raw header values.
 pub fn retry_after(retry_after_ms: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
-    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 600.0)));
-    }
-    retry_after
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 600.0)))
+    // `nan` and `inf` parse as f64; a Duration cannot hold them.
+    let seconds = |v: &str, scale: f64| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map(|x| Duration::from_secs_f64((x / scale).clamp(0.0, 600.0)))
+    };
+    retry_after_ms
+        .and_then(|v| seconds(v, 1000.0))
+        .or_else(|| retry_after.and_then(|v| seconds(v, 1.0)))
 }
 
 /// What went wrong with a request, in words without the URL (HTTP clients print the URL, which
@@ -41,6 +46,11 @@ mod tests {
         );
         assert_eq!(retry_after(None, Some("2")), Some(Duration::from_secs(2)));
         assert_eq!(retry_after(None, Some("Wed, 21 Oct 2015")), None);
+        assert_eq!(retry_after(Some("nan"), Some("inf")), None);
+        assert_eq!(
+            retry_after(Some("NaN"), Some("3")),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(
             retry_after(None, Some("99999")),
             Some(Duration::from_secs(600))

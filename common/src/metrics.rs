@@ -9,9 +9,9 @@
 //! | `conftag_shard_failures_total` | counter | stage, reason | attempts that did not complete (`transient`, `retry_after`, `permanent`, `fatal`, `stale`, `released`, `paused`) |
 //! | `conftag_lease_renewals_total` | counter | stage, outcome | `renewed`, `lost`, `error` |
 //! | `conftag_rows_in_flight` | gauge | stage | rows of the shards held |
-//! | `conftag_<counter>_total` | counter | stage | every counter a shard adds to its job: `infer_rows`, `infer_prompt_tokens`, `infer_completion_tokens`, `infer_row_errors`, `judge_rows`, `judge_spend_micro_usd`, … (rate() of them is rows/s, tokens/s, spend/s) |
+//! | `conftag_<counter>_total` | counter | stage | every counter a shard adds to its job: `infer_rows`, `infer_prompt_tokens`, `infer_completion_tokens`, `infer_row_errors`, `judge_rows`, `judge_cost_micro_usd`, … (rate() of them is rows/s, tokens/s, spend/s) |
 //! | `conftag_judge_http_429_total` | counter | | rate-limit answers from the judge API |
-//! | `conftag_job_*` | gauge | job, model, dataset | from `conftag monitor`: rows, rows done per stage, shards by state, queue depth per stage, spend |
+//! | `conftag_job_*` | gauge | job, model, dataset, split | from `conftag monitor`: rows, rows done per stage, shards by state, queue depth per stage, spend |
 //! | `conftag_workers` | gauge | kind, alive | from `conftag monitor` |
 
 use std::net::SocketAddr;
@@ -33,11 +33,7 @@ pub struct MetricsError {
 /// Install the Prometheus recorder and serve `GET /metrics` on `addr` from the current tokio
 /// runtime. Call once per process.
 pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
-    // Bind first so a taken port is a clear error, not a log line from a background task.
-    std::net::TcpListener::bind(addr).map_err(|e| MetricsError {
-        addr,
-        detail: e.to_string(),
-    })?;
+    // `install` binds synchronously, so a taken port is an error here, not a log line later.
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()

@@ -88,18 +88,7 @@ impl QueueError {
     /// Connection-level problems that a retry may cure (Redis restarting, network blip).
     pub fn is_transient(&self) -> bool {
         match self {
-            QueueError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-                            | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
-                            | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
-                    )
-            }
+            QueueError::Redis(e) => crate::redis_conn::is_unreachable(e),
             QueueError::Connect(e) => e.is_transient(),
             _ => false,
         }

@@ -392,10 +392,8 @@ async fn export_cmd(queue: &Queue, args: ExportArgs) -> Result<(), CommandError>
     }
     let done = export::export_jobs(queue, &jobs, &args.out, args.partial).await?;
     let report = if args.report {
-        let mut statuses = Vec::new();
-        for d in &done {
-            statuses.push(status::job_status(queue, &d.job).await?);
-        }
+        let ids: Vec<JobId> = done.iter().map(|d| d.job.clone()).collect();
+        let statuses = status::document(queue, &ids).await?.jobs;
         Some(crate::report::write_report(&args.out, &statuses)?)
     } else {
         None

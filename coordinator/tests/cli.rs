@@ -20,6 +20,23 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Assert the command failed and its stderr names every one of `words`; `what` labels the case.
+fn assert_refused(o: &Output, what: &str, words: &[&str]) {
+    let e = stderr(o);
+    assert!(!o.status.success(), "{what} accepted");
+    for w in words {
+        assert!(e.contains(w), "{what}: `{w}` missing from: {e}");
+    }
+    assert!(!e.contains("panicked"), "{what}: {e}");
+}
+
+/// `conftag submit --model m --dataset DATASETS` plus `extra`.
+fn submit(redis: &str, datasets: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["submit", "--model", "m", "--dataset", datasets];
+    args.extend_from_slice(extra);
+    conftag(redis, &args)
+}
+
 fn samples(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../data/samples")
@@ -60,113 +77,41 @@ fn bad_input_is_refused_with_a_clear_message_and_nothing_written() {
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
 
-    let o = conftag(&url, &["submit", "--model", "m", "--dataset", "trivia"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--dataset"), "{}", stderr(&o));
+    assert_refused(
+        &submit(&url, "trivia", &[]),
+        "dataset trivia",
+        &["--dataset"],
+    );
 
     let missing = dir.path().join("nope.jsonl");
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            missing.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("nope.jsonl") && stderr(&o).contains("--data"),
-        "{}",
-        stderr(&o)
-    );
-
     let bad = write(
         dir.path(),
         "bad.jsonl",
         "{\"question\":\"q\",\"answer\":true,\"passage\":\"p\"}\n{oops\n",
     );
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            bad.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("bad.jsonl") && stderr(&o).contains("line 2"),
-        "{}",
-        stderr(&o)
-    );
-
     let typed = write(
         dir.path(),
         "typed.jsonl",
         "{\"question\":\"q\",\"answer\":\"yes\",\"passage\":\"p\"}\n",
     );
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            typed.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("`answer`") && stderr(&o).contains("a boolean"),
-        "{}",
-        stderr(&o)
-    );
+    for (path, words) in [
+        (&missing, vec!["nope.jsonl", "--data"]),
+        (&bad, vec!["bad.jsonl", "line 2"]),
+        (&typed, vec!["`answer`", "a boolean"]),
+    ] {
+        let o = submit(&url, "boolq", &["--data", path.to_str().unwrap()]);
+        assert_refused(&o, &path.display().to_string(), &words);
+    }
 
     // With two datasets, one bad file means no job at all.
     let both = format!("math={}", samples("math.jsonl"));
     let broken = format!("boolq={}", bad.display());
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "math,boolq",
-            "--data",
-            &both,
-            "--data",
-            &broken,
-        ],
-    );
-    assert!(!o.status.success());
+    let o = submit(&url, "math,boolq", &["--data", &both, "--data", &broken]);
+    assert_refused(&o, "one bad file of two", &["bad.jsonl"]);
 
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--split",
-            "../../etc",
-            "--data",
-            &samples("boolq.jsonl"),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--split"), "{}", stderr(&o));
+    let boolq = samples("boolq.jsonl");
+    let o = submit(&url, "boolq", &["--split", "../../etc", "--data", &boolq]);
+    assert_refused(&o, "--split ../../etc", &["--split"]);
 
     assert_eq!(dbsize(&redis), 0, "nothing half-written");
 }
@@ -508,26 +453,12 @@ fn malformed_dataset_files_are_refused_by_submit_and_nothing_is_written() {
         ),
     ];
     for (path, words) in &cases {
-        let o = conftag(
+        let o = submit(
             &url,
-            &[
-                "submit",
-                "--model",
-                "m",
-                "--dataset",
-                "boolq",
-                "--split",
-                "test",
-                "--data",
-                path.to_str().unwrap(),
-            ],
+            "boolq",
+            &["--split", "test", "--data", path.to_str().unwrap()],
         );
-        let e = stderr(&o);
-        assert!(!o.status.success(), "{} accepted", path.display());
-        for w in words {
-            assert!(e.contains(w), "{}: `{w}` missing from: {e}", path.display());
-        }
-        assert!(!e.contains("panicked"), "{e}");
+        assert_refused(&o, &path.display().to_string(), words);
         assert_eq!(
             dbsize(&redis),
             0,
@@ -536,18 +467,7 @@ fn malformed_dataset_files_are_refused_by_submit_and_nothing_is_written() {
         );
     }
     // The good file next to them is accepted: the corpus is refused for what is wrong in it.
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            good_parquet.to_str().unwrap(),
-        ],
-    );
+    let o = submit(&url, "boolq", &["--data", good_parquet.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -556,19 +476,6 @@ fn bad_urls_and_flags_are_refused_naming_the_problem() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let data = samples("boolq.jsonl");
-    let submit = |extra: &[&str]| {
-        let mut args = vec![
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            &data,
-        ];
-        args.extend_from_slice(extra);
-        conftag(&url, &args)
-    };
 
     for (bad, words) in [
         (
@@ -583,24 +490,9 @@ fn bad_urls_and_flags_are_refused_naming_the_problem() {
         ),
         ("127.0.0.1:6379", vec!["expected redis://"]),
     ] {
-        let o = conftag(
-            bad,
-            &[
-                "submit",
-                "--model",
-                "m",
-                "--dataset",
-                "boolq",
-                "--data",
-                &data,
-            ],
-        );
-        assert!(!o.status.success(), "{bad} accepted");
-        let e = stderr(&o);
-        for w in &words {
-            assert!(e.contains(w), "{bad}: `{w}` missing from: {e}");
-        }
-        assert!(!e.contains("pw-x"), "{e}");
+        let o = submit(bad, "boolq", &["--data", &data]);
+        assert_refused(&o, bad, &words);
+        assert!(!stderr(&o).contains("pw-x"), "{}", stderr(&o));
     }
 
     for (extra, words) in [
@@ -622,31 +514,12 @@ fn bad_urls_and_flags_are_refused_naming_the_problem() {
         (vec!["--model", ""], vec!["--model"]),
         (vec!["--shard-size", "many"], vec!["--shard-size", "many"]),
     ] {
-        let o = submit(&extra);
-        assert!(!o.status.success(), "{extra:?} accepted");
-        let e = stderr(&o);
-        for w in &words {
-            assert!(e.contains(w), "{extra:?}: `{w}` missing from: {e}");
-        }
+        let mut args = vec!["--data", data.as_str()];
+        args.extend_from_slice(&extra);
+        assert_refused(&submit(&url, "boolq", &args), &format!("{extra:?}"), &words);
     }
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            &format!("trivia={data}"),
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("unknown dataset `trivia`"),
-        "{}",
-        stderr(&o)
-    );
+    let o = submit(&url, "boolq", &["--data", &format!("trivia={data}")]);
+    assert_refused(&o, "--data trivia=…", &["unknown dataset `trivia`"]);
     let o = conftag(
         &url,
         &[
@@ -661,11 +534,9 @@ fn bad_urls_and_flags_are_refused_naming_the_problem() {
             &data,
         ],
     );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("not rediss://"), "{}", stderr(&o));
+    assert_refused(&o, "--redis-ca-cert with redis://", &["not rediss://"]);
     let o = conftag(&url, &["--redis-client-cert", &data, "status"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--redis-client-key"), "{}", stderr(&o));
+    assert_refused(&o, "--redis-client-cert alone", &["--redis-client-key"]);
 
     assert_eq!(dbsize(&redis), 0, "nothing written");
 }

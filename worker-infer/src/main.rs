@@ -65,6 +65,10 @@ async fn main() -> ExitCode {
             return Ok(());
         }
         if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens, profile }) = &cli.command {
+            // Before the model loads (minutes), not after: a build without the profiler says so now.
+            if profile.is_some() && !cfg!(feature = "profile") {
+                anyhow::bail!("--profile needs a conftag-infer built with `--features profile`");
+            }
             let most = in_flight.iter().copied().max().unwrap_or(1);
             let engine = Arc::new(open_engine(&cli.worker, most).await?);
             println!("{}", worker_infer::bench::header());

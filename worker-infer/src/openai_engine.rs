@@ -4,10 +4,11 @@
 //! `/v1/completions` by default, `/v1/chat/completions` with `--chat-template`, temperature 0,
 //! the job's max tokens, token counts from `usage`).
 //!
-//! Errors are sorted like the embedded engine's: a 400 (prompt too long for the server's
-//! context, rejected input) is a row error; 429, 5xx, timeouts and dropped connections are
-//! retried with the server's `retry-after` or exponential backoff, then fail the shard attempt;
-//! 401/403/404 (bad key, unknown model or path) stop the worker, since every row would fail.
+//! Errors are sorted like the embedded engine's: a 4xx about the request (prompt too long for
+//! the server's context, rejected input) is a row error; 408, 409, 429, 5xx, timeouts, dropped
+//! connections and bodies that are not JSON are retried with the server's `retry-after` or
+//! jittered exponential backoff, then fail the shard attempt; 401/403/404/405/501 and answers
+//! without text or usage stop the worker, since every row would fail the same way.
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub struct OpenAiEngineOptions {
     /// Retries of a failing request (429, 5xx, transport) before the shard attempt fails.
     pub max_retries: u32,
     pub backoff_base: Duration,
+    pub backoff_max: Duration,
 }
 
 impl OpenAiEngineOptions {
@@ -45,20 +47,33 @@ impl OpenAiEngineOptions {
             request_timeout: Duration::from_secs(600),
             max_retries: 8,
             backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
         }
     }
 }
 
-#[derive(Debug)]
 pub struct OpenAiEngine {
     http: reqwest::Client,
     base_url: String,
+    /// `base_url` with any credentials in it replaced by `***`, for messages and logs.
+    shown_url: String,
     model: String,
     api_key: Option<Secret>,
     slots: Semaphore,
     concurrency: usize,
     max_retries: u32,
     backoff_base: Duration,
+    backoff_max: Duration,
+}
+
+impl std::fmt::Debug for OpenAiEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiEngine")
+            .field("url", &self.shown_url)
+            .field("model", &self.model)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 /// What one HTTP attempt came to.
@@ -73,9 +88,10 @@ impl OpenAiEngine {
     /// Check the URL and ask the server which models it serves: a wrong URL, key or model name
     /// fails here, before any shard is leased.
     pub async fn connect(opts: OpenAiEngineOptions) -> Result<Self, EngineError> {
+        let shown_url = common::redis_conn::redact_url(opts.base_url.trim_end_matches('/'));
         let bad = |detail: String| EngineError::Load {
             model: opts.model.clone(),
-            origin: format!("--engine-url {}", opts.base_url),
+            origin: format!("--engine-url {shown_url}"),
             detail,
         };
         let parsed = url::Url::parse(&opts.base_url).map_err(|e| bad(e.to_string()))?;
@@ -92,12 +108,14 @@ impl OpenAiEngine {
         let engine = Self {
             http,
             base_url: opts.base_url.trim_end_matches('/').to_owned(),
+            shown_url: shown_url.clone(),
             model: opts.model.clone(),
             api_key: opts.api_key.clone(),
             slots: Semaphore::new(opts.concurrency.max(1)),
             concurrency: opts.concurrency.max(1),
             max_retries: opts.max_retries,
             backoff_base: opts.backoff_base,
+            backoff_max: opts.backoff_max,
         };
         let served = engine.served_models().await.map_err(bad)?;
         if !served.is_empty() && !served.iter().any(|m| m == &opts.model) {
@@ -107,7 +125,7 @@ impl OpenAiEngine {
                 served.join(", ")
             )));
         }
-        info!(url = %engine.base_url, model = %engine.model, concurrency = engine.concurrency, "external engine ready");
+        info!(url = %engine.shown_url, model = %engine.model, concurrency = engine.concurrency, "external engine ready");
         Ok(engine)
     }
 
@@ -175,16 +193,27 @@ impl OpenAiEngine {
             ),
         };
         let url = format!("{}/{path}", self.base_url);
-        let _permit = self.slots.acquire().await.expect("semaphore open");
+        // The same policy as the judge's client: jittered exponential waits, or what the
+        // server's `retry-after` asks for.
+        let mut backoff = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.backoff_base)
+            .with_max_interval(self.backoff_max)
+            .with_randomization_factor(0.5)
+            .with_max_elapsed_time(None)
+            .build();
         let mut failures = 0u32;
         loop {
-            let mut req = self.http.post(&url).json(&body);
-            if let Some(key) = &self.api_key {
-                req = req.bearer_auth(key.expose());
-            }
-            let attempt = match req.send().await {
-                Ok(resp) => read_response(resp, mode).await,
-                Err(e) => Attempt::Retry(transport(&e), None),
+            // A slot is held only while a request is out, never while waiting to retry.
+            let attempt = {
+                let _permit = self.slots.acquire().await.expect("semaphore open");
+                let mut req = self.http.post(&url).json(&body);
+                if let Some(key) = &self.api_key {
+                    req = req.bearer_auth(key.expose());
+                }
+                match req.send().await {
+                    Ok(resp) => read_response(resp, mode).await,
+                    Err(e) => Attempt::Retry(transport(&e), None),
+                }
             };
             match attempt {
                 Attempt::Done(g) => return Ok(g),
@@ -195,8 +224,9 @@ impl OpenAiEngine {
                     if failures > self.max_retries {
                         return Err(GenerateError::Engine(format!("{m} ({failures} attempts)")));
                     }
-                    let backoff = self.backoff_base * 2u32.pow(failures.min(6) - 1);
-                    let wait = wait.unwrap_or(backoff.min(Duration::from_secs(30)));
+                    let wait = wait
+                        .or_else(|| backoff::backoff::Backoff::next_backoff(&mut backoff))
+                        .unwrap_or(self.backoff_max);
                     debug!(error = %m, retry_in = ?wait, "engine request will be retried");
                     tokio::time::sleep(wait).await;
                 }
@@ -236,10 +266,19 @@ async fn read_response(resp: reqwest::Response, mode: PromptMode) -> Attempt {
             .unwrap_or_else(|| text.chars().take(200).collect())
     };
     match status.as_u16() {
-        200..=299 => parse_generation(&text, mode)
-            .map(Attempt::Done)
-            .unwrap_or_else(|m| Attempt::Retry(m, None)),
-        400 | 413 | 422 => Attempt::Row(format!("engine rejected the row: {}", message())),
+        // A body that is not JSON (a proxy's error page, a cut-off answer) may be passing;
+        // JSON without text or usage is how this server answers, and every row would fail.
+        200..=299 => match parse_generation(&text, mode) {
+            Ok(g) => Attempt::Done(g),
+            Err(m) if serde_json::from_str::<Value>(&text).is_err() => Attempt::Retry(m, None),
+            Err(m) => Attempt::Fatal(format!(
+                "{m}: the server at --engine-url does not answer like an OpenAI completions API"
+            )),
+        },
+        405 | 501 => Attempt::Fatal(format!(
+            "engine answered HTTP {status}: {} (does it serve /v1/completions?)",
+            message()
+        )),
         401 | 403 => Attempt::Fatal(format!(
             "engine refused the credentials (HTTP {status}): {}; set CONFTAG_ENGINE_API_KEY",
             message()
@@ -249,10 +288,14 @@ async fn read_response(resp: reqwest::Response, mode: PromptMode) -> Attempt {
             warn!(retry_after = ?retry_after, "engine rate limited (429)");
             Attempt::Retry("engine rate limited (HTTP 429)".into(), retry_after)
         }
-        _ => Attempt::Retry(
+        408 | 409 | 500..=599 => Attempt::Retry(
             format!("engine answered HTTP {status}: {}", message()),
             retry_after,
         ),
+        _ => Attempt::Row(format!(
+            "engine rejected the row (HTTP {status}): {}",
+            message()
+        )),
     }
 }
 

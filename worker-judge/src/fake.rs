@@ -489,10 +489,11 @@ async fn completions(
     } else {
         (words.join(" "), "stop")
     };
-    let text = if fault == Some(Fault::Length) {
-        text[..text.len() / 2].to_owned()
+    let (text, finish) = if fault == Some(Fault::Length) {
+        let half = text.chars().count() / 2;
+        (text.chars().take(half).collect(), "length")
     } else {
-        format!(" {text}")
+        (format!(" {text}"), finish)
     };
     {
         let mut g = s.lock().await;
