@@ -245,10 +245,9 @@ impl ConnectError {
 
 /// Errors that say the server is not there (yet), as opposed to answering with a refusal.
 pub(crate) fn is_unreachable(e: &redis::RedisError) -> bool {
-    // A certificate the client does not trust arrives as an I/O error too, but waiting will
-    // not fix it.
-    let text = e.to_string().to_ascii_lowercase();
-    if text.contains("certificate") || text.contains("unknownissuer") {
+    // A TLS failure (untrusted certificate, a server that does not speak TLS) arrives as an
+    // I/O error too, but it fails the same way on every try.
+    if is_tls_failure(e) {
         return false;
     }
     e.is_io_error()
@@ -261,6 +260,36 @@ pub(crate) fn is_unreachable(e: &redis::RedisError) -> bool {
                 | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
                 | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
         )
+}
+
+/// Whether rustls refused the connection: a `rustls::Error` anywhere in the error's source
+/// chain (also inside an `io::Error`), or, where redis-rs keeps only the text, its words.
+fn is_tls_failure(e: &redis::RedisError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "certificate",
+        "unknownissuer",
+        "corrupt message",
+        "invalidcontenttype",
+        "handshake",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 /// A multiplexed, auto-reconnecting connection to a server or a cluster.

@@ -189,6 +189,38 @@ fn submit_and_status_work_over_tls_with_the_ca_and_fail_clearly_without_it() {
     assert_eq!(doc["jobs"].as_array().unwrap().len(), 1);
 }
 
+/// Workers wait for an unreachable Redis (`Queue::connect_waiting`), but a certificate they do
+/// not trust fails the same way on every try: it must end the wait at once.
+#[tokio::test]
+async fn a_worker_does_not_wait_out_an_untrusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = ca("conftag test CA");
+    let (cert, key) = leaf(dir.path(), &authority, "server", false);
+    let redis = RedisServer::start_tls(
+        ServerTls {
+            cert,
+            key,
+            client_ca: None,
+        },
+        Some(PASSWORD),
+    )
+    .unwrap();
+    let url = common::redis_conn::RedisUrl::new(redis.url());
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        common::queue::Queue::connect_waiting(&url, std::time::Duration::from_millis(200)),
+    )
+    .await
+    .expect("an untrusted certificate is not waited out")
+    .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("--redis-ca-cert") && !text.contains(PASSWORD),
+        "{text}"
+    );
+}
+
 #[test]
 fn rediss_to_a_plain_server_fails_without_printing_the_password() {
     let redis = RedisServer::start_with(true, Some(PASSWORD)).unwrap();
