@@ -632,6 +632,17 @@ pub mod hub {
         out
     }
 
+    /// The hub cache: `$HF_HOME/hub`, else `~/.cache/huggingface/hub` (as the hub's own
+    /// tools and mistral.rs use it).
+    pub fn cache_dir() -> PathBuf {
+        match std::env::var_os("HF_HOME") {
+            Some(home) => PathBuf::from(home).join("hub"),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+                .unwrap_or_else(|| std::env::temp_dir().join("conftag-hf-hub")),
+        }
+    }
+
     /// The hub endpoint in use (`HF_ENDPOINT`, default `https://huggingface.co`).
     pub fn endpoint() -> String {
         std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
@@ -648,14 +659,8 @@ pub mod hub {
             endpoint: endpoint(),
             detail,
         };
-        let cache_dir = match std::env::var_os("HF_HOME") {
-            Some(home) => PathBuf::from(home).join("hub"),
-            None => std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-                .unwrap_or_else(|| std::env::temp_dir().join("conftag-hf-hub")),
-        };
         let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
-        let api = ApiBuilder::from_cache(hf_hub::Cache::new(cache_dir))
+        let api = ApiBuilder::from_cache(hf_hub::Cache::new(cache_dir()))
             .with_endpoint(endpoint().trim_end_matches('/').to_owned())
             .with_progress(false)
             .with_token(token)

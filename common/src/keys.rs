@@ -16,6 +16,7 @@
 //! | `…:failed` | set | shard ids that used up their attempts |
 //! | `…:events` | zset | recent completions (last 10 min), for rates |
 //! | `…:jcache` | hash | row index → a verdict already paid for in a failed attempt of its shard (judge) |
+//! | `…:batchpaid` | hash | batch id → its price (micro-USD), once added to the job's spend |
 //! | `…:batch:<n>` | string | OpenAI Batch API batch id of shard n (judge `batch` mode), so a restarted worker resumes it instead of paying twice |
 //!
 //! Two global keys live outside any job: the set of job ids and the worker registry.
@@ -80,6 +81,9 @@ impl JobKeys {
     pub fn batch(&self, shard: u64) -> String {
         format!("{}:batch:{shard}", self.prefix)
     }
+    pub fn batch_paid(&self) -> String {
+        format!("{}:batchpaid", self.prefix)
+    }
     /// Every key of the job that is not per shard (for deletion and scans).
     pub fn all_fixed(&self) -> Vec<String> {
         vec![
@@ -94,6 +98,7 @@ impl JobKeys {
             self.failed(),
             self.events(),
             self.judge_cache(),
+            self.batch_paid(),
         ]
     }
 }

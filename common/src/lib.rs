@@ -11,6 +11,7 @@ pub mod prompt;
 pub mod queue;
 pub mod records;
 pub mod redis_conn;
+pub mod roofline;
 pub mod status;
 pub mod testutil;
 pub mod worker;

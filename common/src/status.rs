@@ -54,7 +54,12 @@ pub struct JudgeTotals {
     pub mode: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// What the verdicts now stored cost (committed with their shards).
     pub cost_usd: f64,
+    /// What the judge has been paid for this job in all: also calls of attempts that failed
+    /// later and verdicts a re-judge replaced. The budget caps this.
+    #[serde(default)]
+    pub paid_usd: f64,
     pub llm_calls: u64,
     pub rules_decided: u64,
     pub rules_llm_agree: u64,
@@ -141,6 +146,19 @@ pub struct WorkerInfo {
     pub started_ms: u64,
     pub heartbeat_ms: u64,
     pub rows_done: u64,
+    /// `cpu`, or the GPU's name as `nvidia-smi` reports it (infer workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Output tokens of the shards this worker completed.
+    #[serde(default)]
+    pub tokens_done: u64,
+    /// Output tokens per second over the last minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    /// The decode ceiling of this worker's GPU for its model and batch (`common::roofline`),
+    /// when the GPU is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling_tokens_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,6 +329,7 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
             prompt_tokens: counter(&h, "judge_prompt_tokens"),
             completion_tokens: counter(&h, "judge_completion_tokens"),
             cost_usd: counter(&h, "judge_cost_micro_usd") as f64 / 1e6,
+            paid_usd: counter(&h, "judge_paid_micro_usd") as f64 / 1e6,
             llm_calls: counter(&h, "judge_llm_calls"),
             rules_decided: counter(&h, "judge_rules_decided"),
             rules_llm_agree: counter(&h, "judge_rules_llm_agree"),

@@ -8,7 +8,7 @@
 //! cancelled, and on shutdown stops claiming, waits `drain_grace` for in-flight shards, then
 //! releases the rest without spending an attempt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use crate::metrics as m;
 use crate::queue::{
     CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage,
 };
+use crate::roofline::Roofline;
 use crate::status::{self, WorkerInfo};
 
 /// How a worker behaves; durations are short in tests.
@@ -47,6 +48,10 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
     /// Exit once no accepted job has work left for (or before) this stage.
     pub exit_when_done: bool,
+    /// Shown in the registry: `cpu` or the GPU's name (infer workers).
+    pub device: Option<String>,
+    /// The GPU's decode ceiling for the loaded model, published with the heartbeat.
+    pub roofline: Option<Roofline>,
 }
 
 impl WorkerConfig {
@@ -62,6 +67,8 @@ impl WorkerConfig {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(120),
             exit_when_done: false,
+            device: None,
+            roofline: None,
         }
     }
 }
@@ -74,26 +81,70 @@ fn host_name() -> String {
 }
 
 /// Publish this worker's registry entry (stamped with the Redis server's clock).
-async fn heartbeat(
-    queue: &Queue,
-    config: &WorkerConfig,
-    state: String,
-    shards: Vec<String>,
+/// Output tokens per second over about the last minute, from a sample per heartbeat.
+#[derive(Debug, Default)]
+struct TokenRate {
+    samples: VecDeque<(tokio::time::Instant, u64)>,
+}
+
+impl TokenRate {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn observe(&mut self, tokens: u64) -> Option<f64> {
+        let now = tokio::time::Instant::now();
+        self.samples.push_back((now, tokens));
+        // Keep the newest sample that is at least a window old as the base.
+        while self.samples.len() > 2 && now - self.samples[1].0 >= Self::WINDOW {
+            self.samples.pop_front();
+        }
+        let (t0, n0) = *self.samples.front()?;
+        let dt = (now - t0).as_secs_f64();
+        (dt >= 1.0).then(|| tokens.saturating_sub(n0) as f64 / dt)
+    }
+}
+
+/// What a heartbeat publishes besides the worker's state.
+struct Beat<'a> {
+    config: &'a WorkerConfig,
     started_ms: u64,
-    stats: &WorkerStats,
-) -> Result<(), QueueError> {
-    let info = WorkerInfo {
-        id: config.id.clone(),
-        host: host_name(),
-        kind: config.stage.name().into(),
-        model: config.model.clone(),
-        state,
-        shards,
-        started_ms,
-        heartbeat_ms: status::server_time_ms(queue).await?,
-        rows_done: stats.rows_done.load(Ordering::Relaxed),
-    };
-    status::publish_worker(queue, &info).await
+    stats: &'a WorkerStats,
+}
+
+impl Beat<'_> {
+    async fn publish(
+        &self,
+        queue: &Queue,
+        state: String,
+        shards: Vec<String>,
+        rate: &mut TokenRate,
+    ) -> Result<(), QueueError> {
+        let stats = self.stats;
+        let rows = stats.rows_done.load(Ordering::Relaxed);
+        let tokens = stats.completion_tokens.load(Ordering::Relaxed);
+        let prompt = stats.prompt_tokens.load(Ordering::Relaxed);
+        // A sequence holds its prompt and, on average over its decode, half its output.
+        let context = if rows == 0 {
+            0.0
+        } else {
+            (prompt as f64 + tokens as f64 / 2.0) / rows as f64
+        };
+        let info = WorkerInfo {
+            id: self.config.id.clone(),
+            host: host_name(),
+            kind: self.config.stage.name().into(),
+            model: self.config.model.clone(),
+            state,
+            shards,
+            started_ms: self.started_ms,
+            heartbeat_ms: status::server_time_ms(queue).await?,
+            rows_done: rows,
+            device: self.config.device.clone(),
+            tokens_done: tokens,
+            tokens_per_s: rate.observe(tokens),
+            ceiling_tokens_per_s: self.config.roofline.map(|r| r.ceiling(context)),
+        };
+        status::publish_worker(queue, &info).await
+    }
 }
 
 /// `{host}-{stage}-{pid}-{4 random hex}`.
@@ -169,6 +220,9 @@ pub enum WorkerError {
 pub struct WorkerStats {
     pub shards_done: AtomicU64,
     pub rows_done: AtomicU64,
+    /// `infer_prompt_tokens` / `infer_completion_tokens` of the completed shards.
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
     pub stale_completions: AtomicU64,
 }
 
@@ -221,6 +275,12 @@ async fn run_loop<P: ShardProcessor>(
     let mut redis_backoff = redis_backoff();
     let mut next_claim = tokio::time::Instant::now();
     let mut rotate = 0usize;
+    let mut rate = TokenRate::default();
+    let beat = Beat {
+        config: &config,
+        started_ms,
+        stats: &stats,
+    };
     info!(
         max_inflight_rows = config.max_inflight_rows,
         "worker started"
@@ -299,7 +359,7 @@ async fn run_loop<P: ShardProcessor>(
                     (None, false) => "running".into(),
                 };
                 let shards = held.values().map(|h| format!("{}/{}", h.lease.job, h.lease.shard)).collect();
-                if let Err(e) = heartbeat(&queue, &config, state, shards, started_ms, &stats).await {
+                if let Err(e) = beat.publish(&queue, state, shards, &mut rate).await {
                     debug!(error = %e, "heartbeat not published");
                 }
             }
@@ -325,7 +385,7 @@ async fn run_loop<P: ShardProcessor>(
                             held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone() });
                             let ctx = ShardContext { lease, spec, judge, queue: queue.clone(), cancel };
                             let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
-                            tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key).instrument(span));
+                            tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key, stats.clone()).instrument(span));
                         }
                         if idle && held.is_empty() && config.exit_when_done {
                             info!("no work left; exiting");
@@ -349,7 +409,7 @@ async fn run_loop<P: ShardProcessor>(
         // Leave the stopped worker in the registry so `conftag status` shows why.
         Some(msg) => {
             let state = format!("stopped: {msg}");
-            let _ = heartbeat(&queue, &config, state, Vec::new(), started_ms, &stats).await;
+            let _ = beat.publish(&queue, state, Vec::new(), &mut rate).await;
         }
         None => {
             let _ = status::forget_worker(&queue, &config.id).await;
@@ -515,6 +575,7 @@ async fn run_shard<P: ShardProcessor>(
     ctx: ShardContext,
     config: WorkerConfig,
     key: String,
+    stats: Arc<WorkerStats>,
 ) -> (String, TaskEnd) {
     let queue = ctx.queue.clone();
     let lease = ctx.lease.clone();
@@ -532,6 +593,14 @@ async fn run_shard<P: ShardProcessor>(
         Ok(output) => {
             let end = complete_with_retry(&queue, &lease, &output, &cancel).await;
             if matches!(end, TaskEnd::Completed) {
+                let count =
+                    |name: &str| output.counters.get(name).copied().unwrap_or(0).max(0) as u64;
+                stats
+                    .prompt_tokens
+                    .fetch_add(count("infer_prompt_tokens"), Ordering::Relaxed);
+                stats
+                    .completion_tokens
+                    .fetch_add(count("infer_completion_tokens"), Ordering::Relaxed);
                 for (name, value) in &output.counters {
                     if *value > 0 {
                         ::metrics::counter!(m::shard_counter_name(name), "stage" => stage)

@@ -5,6 +5,6 @@ pub mod cli;
 mod commands;
 pub mod monitor;
 pub mod report;
-mod view;
+pub mod view;
 
 pub use commands::{run, CommandError};

@@ -82,7 +82,7 @@ pub fn publish(doc: &StatusDocument) {
             .set(s.queued.judge as f64);
         metrics::gauge!("conftag_job_tokens_generated", &labels).set(j.tokens_generated as f64);
         metrics::gauge!("conftag_job_tokens_per_second", &labels).set(j.rates.tokens_per_s);
-        metrics::gauge!("conftag_job_judge_spend_usd", &labels).set(j.judge.cost_usd);
+        metrics::gauge!("conftag_job_judge_spend_usd", &labels).set(j.judge.paid_usd);
         metrics::gauge!("conftag_job_judge_paused", &labels).set(if j.judge.paused.is_some() {
             1.0
         } else {

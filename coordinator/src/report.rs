@@ -46,7 +46,7 @@ pub fn summary_markdown(jobs: &[JobStatus]) -> String {
     let rows: u64 = jobs.iter().map(|j| j.rows).sum();
     let judged: u64 = jobs.iter().map(|j| j.rows_judged).sum();
     let correct: u64 = jobs.iter().map(|j| j.rows_correct).sum();
-    let spend: f64 = jobs.iter().map(|j| j.judge.cost_usd).sum();
+    let spend: f64 = jobs.iter().map(|j| j.judge.paid_usd).sum();
     let tokens: u64 = jobs.iter().map(|j| j.tokens_generated).sum();
     let mut md = String::from("# conftag report\n\n");
     md.push_str(&format!(
@@ -74,7 +74,7 @@ pub fn summary_markdown(jobs: &[JobStatus]) -> String {
             j.judge.model,
             j.judge.mode,
             j.judge.llm_calls,
-            j.judge.cost_usd,
+            j.judge.paid_usd,
             j.judge.rules_decided,
             j.judge.rules_llm_agree,
             j.judge.rules_llm_disagree,

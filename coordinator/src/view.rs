@@ -7,7 +7,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use common::export::ExportedJob;
 use common::job::{JobId, JobSpec};
 use common::queue::{Queue, SubmitOutcome};
-use common::status::{self, JobStatus, StatusDocument, WorkerStatus};
+use common::status::{self, JobStatus, StatusDocument, WorkerInfo, WorkerStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::commands::CommandError;
@@ -69,7 +69,7 @@ pub fn status_text(doc: &StatusDocument) -> String {
         "tok/s",
         "rows/s",
         "ETA",
-        "judge $",
+        "judge $ paid[/budget]",
     ]);
     for j in &doc.jobs {
         t.add_row(vec![
@@ -89,7 +89,10 @@ pub fn status_text(doc: &StatusDocument) -> String {
             format!("{:.1}", j.rates.tokens_per_s),
             format!("{:.2}", j.rates.judge_rows_per_s),
             eta(j.eta_s),
-            format!("{:.4}", j.judge.cost_usd),
+            match j.judge.budget_usd {
+                Some(b) => format!("{:.4}/{b:.2}", j.judge.paid_usd),
+                None => format!("{:.4}", j.judge.paid_usd),
+            },
         ]);
     }
     let mut out = if doc.jobs.is_empty() {
@@ -131,11 +134,34 @@ pub fn status_text(doc: &StatusDocument) -> String {
     for w in doc
         .workers
         .iter()
+        .filter(|w| w.alive && w.info.kind == "infer")
+    {
+        out.push_str(&format!("\n  {} {}", w.info.id, throughput(&w.info)));
+    }
+    for w in doc
+        .workers
+        .iter()
         .filter(|w| w.info.state.starts_with("stopped"))
     {
         out.push_str(&format!("\n  worker {} {}", w.info.id, w.info.state));
     }
     out
+}
+
+/// `154.3 tok/s on NVIDIA H100 80GB HBM3, 1.3 % of its 11,540 tok/s ceiling`.
+fn throughput(w: &WorkerInfo) -> String {
+    let rate = match w.tokens_per_s {
+        Some(r) => format!("{r:.1} tok/s"),
+        None => "– tok/s".to_owned(),
+    };
+    let device = w.device.as_deref().unwrap_or("unknown device");
+    match w.ceiling_tokens_per_s {
+        Some(c) if c > 0.0 => format!(
+            "{rate} on {device}, {} of its {c:.0} tok/s ceiling",
+            pct(w.tokens_per_s.map(|r| r / c))
+        ),
+        _ => format!("{rate} on {device} (no ceiling known)"),
+    }
 }
 
 pub fn workers_table(list: &[WorkerStatus]) -> String {
@@ -150,6 +176,7 @@ pub fn workers_table(list: &[WorkerStatus]) -> String {
         "alive",
         "shards held",
         "rows done",
+        "tok/s vs ceiling",
     ]);
     for w in list {
         t.add_row(vec![
@@ -165,6 +192,11 @@ pub fn workers_table(list: &[WorkerStatus]) -> String {
             .into(),
             w.info.shards.join(" "),
             w.info.rows_done.to_string(),
+            if w.info.kind == "infer" {
+                throughput(&w.info)
+            } else {
+                String::new()
+            },
         ]);
     }
     t.to_string()

@@ -6,7 +6,8 @@
 #
 # Env: CONFTAG_CACHE (default ~/.cache/conftag: venv with the toolchain), CUDA_TARGET_DIR
 # (default $CONFTAG_CACHE/target-cuda), CUDA_COMPUTE_CAP (default 90 = H100/H200),
-# CARGO_BUILD_JOBS. Pinned to 13.0: the device driver (580) is CUDA 13.0, and kernels built by a
+# CARGO_BUILD_JOBS, CONFTAG_EXTRA_FEATURES (default `profile`; `nccl` for --tensor-parallel-size,
+# which also installs the NCCL wheel to link against). Pinned to 13.0: the device driver (580) is CUDA 13.0, and kernels built by a
 # newer nvcc fail there with CUDA_ERROR_UNSUPPORTED_PTX_VERSION.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -19,6 +20,14 @@ fi
   "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-nvrtc==13.0.*" \
   "nvidia-cublas==13.0.*" "nvidia-curand==10.*"
 cu="$(echo "$venv"/lib/python3*/site-packages/nvidia/cu13)"
+features="cuda ${CONFTAG_EXTRA_FEATURES:-profile}"
+nccl_lib=""
+if [[ " $features " == *" nccl "* ]]; then
+  # libnccl.so.2 to link against; at run time the node's own NCCL (or PyTorch's wheel) is used.
+  "$venv/bin/pip" install -q "nvidia-nccl-cu13"
+  nccl_lib="$(echo "$venv"/lib/python3*/site-packages/nvidia/nccl/lib)"
+  [ -e "$nccl_lib/libnccl.so" ] || ln -s libnccl.so.2 "$nccl_lib/libnccl.so"
+fi
 
 # Unversioned links, lib64, and a link-time libcuda stub (the wheels ship no driver).
 (cd "$cu/lib"
@@ -39,12 +48,12 @@ fi
 
 export CUDA_HOME="$cu" CUDA_ROOT="$cu" CUDA_PATH="$cu"
 export PATH="$cu/bin:$PATH"
-export LIBRARY_PATH="$cu/lib:$cu/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LIBRARY_PATH="$cu/lib:$cu/lib/stubs${nccl_lib:+:$nccl_lib}${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-$cache/target-cuda}"
 nvcc --version | tail -2
 cd "$root"
-cargo build --release -p worker-infer --features "cuda ${CONFTAG_EXTRA_FEATURES:-profile}"
+cargo build --release -p worker-infer --features "$features"
 bin="$CARGO_TARGET_DIR/release/conftag-infer"
 strip "$bin" -o "$bin.stripped"
 xz -T0 -6 -c "$bin.stripped" >"$bin.xz"

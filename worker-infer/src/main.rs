@@ -26,10 +26,53 @@ async fn open_engine(args: &InferArgs, min_seqs: usize) -> anyhow::Result<Engine
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Sequences the engine must schedule at once for the command: the bench's largest sweep
+/// point, the self-check's prompts. Tensor-parallel ranks build with the same value.
+fn min_seqs(cli: &Cli) -> usize {
+    match &cli.command {
+        Some(Command::Bench { in_flight, .. }) => in_flight.iter().copied().max().unwrap_or(1),
+        Some(Command::SelfCheck { prompts, .. }) => *prompts,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     common::config::init_tracing(cli.common.log_format);
+    // Environment for mistral.rs's tensor parallelism, before any thread exists.
+    let weights = cli.worker.engine_options().weights;
+    if let Err(e) =
+        worker_infer::tensor_parallel::prepare(cli.worker.tensor_parallel_size, &weights)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    if worker_infer::tensor_parallel::is_rank_child() {
+        // A rank mistral.rs started with our argv: load this rank's slice and serve the parent
+        // (the build does not return); no Redis, no metrics port, no queue.
+        worker_infer::tensor_parallel::die_with_parent();
+        return match open_engine(&cli.worker, min_seqs(&cli)).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "error: tensor-parallel rank: {}",
+                    common::config::error_chain(e.as_ref())
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result: anyhow::Result<()> = async {
         if let Some(Command::TinyModel { dir, seed, hidden, layers, heads, kv_heads }) = &cli.command {
             let shape = worker_infer::tiny_model::TinyShape {
@@ -44,8 +87,19 @@ async fn main() -> ExitCode {
             println!("wrote the tiny model to {}", dir.display());
             return Ok(());
         }
+        if let Some(Command::ConvertGguf { input, output, to }) = &cli.command {
+            let r = worker_infer::gguf_convert::convert(input, output, *to)?;
+            println!(
+                "wrote {} ({} tensors, {} converted, {:.1} MB)",
+                output.display(),
+                r.tensors,
+                r.converted,
+                r.bytes_written as f64 / 1e6
+            );
+            return Ok(());
+        }
         if let Some(Command::SelfCheck { prompts, new_tokens, word_prompts, out }) = &cli.command {
-            let engine = open_engine(&cli.worker, *prompts).await?;
+            let engine = open_engine(&cli.worker, min_seqs(&cli)).await?;
             let ps: Vec<String> = if *word_prompts {
                 (0..*prompts)
                     .map(|i| worker_infer::bench::prompts(1 + i, 8 + (i * 37) % 193, 1000).pop().unwrap_or_default())
@@ -69,8 +123,7 @@ async fn main() -> ExitCode {
             if profile.is_some() && !cfg!(feature = "profile") {
                 anyhow::bail!("--profile needs a conftag-infer built with `--features profile`");
             }
-            let most = in_flight.iter().copied().max().unwrap_or(1);
-            let engine = Arc::new(open_engine(&cli.worker, most).await?);
+            let engine = Arc::new(open_engine(&cli.worker, min_seqs(&cli)).await?);
             println!("{}", worker_infer::bench::header());
             for &c in in_flight {
                 let n = rows.unwrap_or(c.clamp(16, 64));
@@ -93,7 +146,7 @@ async fn main() -> ExitCode {
         cli.common.serve_metrics()?;
         // A worker started while Redis is down waits for it (a bad URL still fails at once).
         let queue = Queue::connect_waiting(&cli.common.redis_url(), REDIS_RETRY_MAX).await?;
-        let engine = open_engine(&cli.worker, 1).await?;
+        let engine = open_engine(&cli.worker, min_seqs(&cli)).await?;
         if cli.worker.self_check {
             let report = match &engine {
                 Engine::Mistral(m) => {
@@ -118,7 +171,23 @@ async fn main() -> ExitCode {
         }
         let engine = Arc::new(engine);
         let shutdown = common::worker::shutdown_on_signals();
-        let config = cli.worker.worker_config(engine.concurrency());
+        let mut config = cli.worker.worker_config(engine.concurrency());
+        if let Engine::Mistral(m) = engine.as_ref() {
+            let opts = cli.worker.engine_options();
+            let (device, roofline) = worker_infer::model_shape::worker_device(
+                &opts.weights,
+                opts.dtype,
+                m.on_gpu(),
+                cli.worker.gpu_name.clone(),
+                engine.concurrency(),
+            );
+            match &roofline {
+                Some(r) => tracing::info!(%device, gpu = r.gpu.name, ceiling_at_empty_context = r.ceiling(0.0), "decode ceiling known"),
+                None => tracing::info!(%device, "no decode ceiling for this device"),
+            }
+            config.device = Some(device);
+            config.roofline = roofline;
+        }
         worker_infer::run(queue, engine, config, shutdown).await?;
         Ok(())
     }

@@ -45,7 +45,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use common::job::JobId;
 use common::keys::JobKeys;
 use common::queue::{Queue, QueueError};
@@ -62,7 +61,6 @@ use support::proxy::RedisProxy;
 use support::{conftag, infer_command, samples};
 
 /// First argument that makes this binary a judge worker.
-const JUDGE_CHILD: &str = "__judge-worker";
 const INFER_WORKERS: usize = 3;
 const JUDGE_WORKERS: usize = 2;
 const DATASETS: [&str; 3] = ["boolq", "math", "medqa"];
@@ -74,19 +72,19 @@ const HEARTBEAT_WITHIN: Duration = Duration::from_secs(180);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(JUDGE_CHILD) {
-        return judge_worker(&args[2..]);
+    if args.get(1).map(String::as_str) == Some(support::JUDGE_CHILD) {
+        return support::judge_worker(&args[2..]);
     }
-    match harness_request(&args[1..]) {
-        Harness::List => {
+    match support::harness_request("chaos", &args[1..]) {
+        support::Harness::List => {
             println!("chaos: test");
             return ExitCode::SUCCESS;
         }
-        Harness::FilteredOut => {
+        support::Harness::FilteredOut => {
             println!("running 0 tests (chaos filtered out)");
             return ExitCode::SUCCESS;
         }
-        Harness::Run => {}
+        support::Harness::Run => {}
     }
     println!("running 1 test");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -97,49 +95,6 @@ fn main() -> ExitCode {
     runtime.block_on(chaos());
     println!("test chaos ... ok");
     ExitCode::SUCCESS
-}
-
-enum Harness {
-    Run,
-    List,
-    FilteredOut,
-}
-
-/// What libtest's arguments (as cargo passes them) ask of this harness-less target: `--list`,
-/// or a name filter that does not match `chaos`; other flags are ignored.
-fn harness_request(args: &[String]) -> Harness {
-    let mut filters = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--list" => return Harness::List,
-            "--test-threads" | "--skip" | "--format" | "--color" | "--logfile" | "-Z" => {
-                it.next();
-            }
-            s if s.starts_with('-') => {}
-            s => filters.push(s),
-        }
-    }
-    if filters.is_empty() || filters.iter().any(|f| "chaos".contains(f)) {
-        Harness::Run
-    } else {
-        Harness::FilteredOut
-    }
-}
-
-/// The judge worker role: exactly what `conftag-judge ARGS…` runs.
-fn judge_worker(args: &[String]) -> ExitCode {
-    let argv = std::iter::once("conftag-judge".to_owned()).chain(args.iter().cloned());
-    let cli = worker_judge::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
-    common::config::init_tracing(cli.common.log_format);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(cli.run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", common::config::error_chain(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -286,7 +241,7 @@ impl Fleet {
             }
             Kind::Judge => {
                 let mut c = Command::new(std::env::current_exe().unwrap());
-                c.arg(JUDGE_CHILD)
+                c.arg(support::JUDGE_CHILD)
                     .args([
                         "--redis-url",
                         &self.redis_url,

@@ -203,3 +203,90 @@ async fn submit_infer_with_a_kill_judge_and_export() {
         std::fs::read(out.join("eval/judged/tiny_medqa_test_tagged.json")).unwrap()
     );
 }
+
+/// A running infer worker publishes its output tokens/s and, for a known GPU, the decode
+/// ceiling of its model there; `conftag status` shows both. (The GPU is named by flag: this
+/// machine has none, which is also why the ceiling is not compared with the rate.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_an_infer_workers_rate_against_its_gpu_ceiling() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny");
+    let shape = worker_infer::tiny_model::TinyShape::default();
+    worker_infer::tiny_model::write_tiny_model(&model_dir, shape, 7).unwrap();
+    let boolq = format!("boolq={}", samples("boolq.jsonl").display());
+    conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "tiny",
+            "--dataset",
+            "boolq",
+            "--split",
+            "test",
+            "--data",
+            &boolq,
+            "--shard-size",
+            "1",
+            "--max-tokens",
+            "16",
+        ],
+    )
+    .await
+    .unwrap();
+    let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
+    let gpu = "NVIDIA H100 80GB HBM3";
+    let mut worker = infer_command(&url, &model_dir, tmp.path(), "infer-roofline")
+        .args([
+            "--lease-secs",
+            "3",
+            "--max-inflight-rows",
+            "1",
+            "--gpu-name",
+            gpu,
+        ])
+        .spawn()
+        .unwrap();
+
+    let start = Instant::now();
+    let info = loop {
+        let doc = status::document(&queue, &[]).await.unwrap();
+        let w = doc.workers.iter().find(|w| w.info.id == "infer-roofline");
+        if let Some(w) = w.filter(|w| w.info.tokens_done > 0 && w.info.tokens_per_s.is_some()) {
+            break w.info.clone();
+        }
+        assert!(worker.try_wait().unwrap().is_none(), "the worker exited");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no rate published: {:?}",
+            doc.workers
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    assert_eq!(info.device.as_deref(), Some(gpu));
+    let model = worker_infer::model_shape::model_shape(model_dir.to_str().unwrap(), 4).unwrap();
+    let h100 = common::roofline::gpu_spec(gpu).unwrap();
+    // f32 weights, one request at a time on the CPU; the context is what the rows held.
+    let ceiling = info
+        .ceiling_tokens_per_s
+        .expect("a ceiling for a known GPU");
+    let bounds = (
+        common::roofline::decode_ceiling(&h100, &model, 1, 10_000.0),
+        common::roofline::decode_ceiling(&h100, &model, 1, 0.0),
+    );
+    assert!(
+        bounds.0 <= ceiling && ceiling <= bounds.1,
+        "{ceiling} outside {bounds:?}"
+    );
+    let doc = status::document(&queue, &[]).await.unwrap();
+    let text = coordinator::view::status_text(&doc);
+    assert!(
+        text.contains("infer-roofline") && text.contains("ceiling") && text.contains(gpu),
+        "{text}"
+    );
+}

@@ -183,4 +183,12 @@ async fn load_errors_name_the_problem() {
         let e = MistralEngine::load(&o).await.unwrap_err();
         assert!(matches!(e, EngineError::CudaNotBuilt), "{e}");
     }
+
+    // bf16 on the CPU panics inside mistral.rs 0.8.1: refused before loading, by name.
+    let mut o = options(empty.path());
+    o.device = DeviceArg::Cpu;
+    o.dtype = worker_infer::engine::DtypeArg::Bf16;
+    let e = MistralEngine::load(&o).await.unwrap_err();
+    assert!(matches!(e, EngineError::Bf16OnCpu), "{e}");
+    assert!(e.to_string().contains("--dtype"), "{e}");
 }

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod fake;
+pub mod ledger;
 pub mod openai;
 pub mod processor;
 pub mod prompt;

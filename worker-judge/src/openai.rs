@@ -52,6 +52,9 @@ pub enum CallError {
     /// Credentials or quota: no call can succeed; the worker must stop.
     #[error("{0}")]
     Fatal(String),
+    /// The job's judge budget is spent: no call was made; the shard waits for a new budget.
+    #[error("{0}")]
+    Paused(String),
 }
 
 /// The process-wide gate every judge request passes: a pause set by 429s and by spent token

@@ -16,9 +16,18 @@ use common::keys::JobKeys;
 use common::queue::QueueError;
 
 use crate::batch::{BatchClient, BatchState};
+use crate::ledger::Ledger;
 use crate::openai::{CallError, OpenAiClient};
 use crate::prompt;
 use crate::rules;
+
+/// What every row of one shard is judged with.
+struct JobJudging<'a> {
+    spec: &'a JobSpec,
+    judge: &'a JudgeSettings,
+    prices: Prices,
+    ledger: &'a Ledger,
+}
 
 /// Price of the judge model per million tokens, in USD.
 #[derive(Debug, Clone, Copy)]
@@ -147,29 +156,18 @@ impl ShardProcessor for JudgeProcessor {
         let prices = self
             .prices
             .unwrap_or_else(|| Prices::for_model(&ctx.judge.model));
-        if let Some(budget) = ctx
-            .judge
-            .budget_micro_usd
-            .filter(|_| ctx.judge.mode != JudgeMode::Rules)
-        {
-            let mut conn = ctx.queue.conn();
-            let spent: Option<u64> = redis::cmd("HGET")
-                .arg(JobKeys::new(&lease.job).job())
-                .arg("judge_cost_micro_usd")
-                .query_async(&mut conn)
-                .await
-                .map_err(QueueError::from)?;
-            let spent = spent.unwrap_or(0);
-            if spent >= budget {
-                return Err(ProcessError::Paused(format!(
-                    "judge budget of ${:.4} reached (spent ${:.4})",
-                    budget as f64 / 1e6,
-                    spent as f64 / 1e6
-                )));
-            }
+        let ledger = Ledger::new(ctx.queue.clone(), &lease.job, ctx.judge.budget_micro_usd);
+        if ctx.judge.mode != JudgeMode::Rules {
+            ledger.check().await.map_err(call_error)?;
         }
+        let job = JobJudging {
+            spec: &ctx.spec,
+            judge: &ctx.judge,
+            prices,
+            ledger: &ledger,
+        };
         if ctx.judge.mode == JudgeMode::Batch {
-            return self.process_batch(&ctx, &inputs, &preds, prices).await;
+            return self.process_batch(&ctx, &inputs, &preds, &job).await;
         }
         // Verdicts paid for in an earlier attempt of this shard (one that failed on other
         // rows) are reused, so a retried shard never pays twice for a row.
@@ -196,7 +194,7 @@ impl ShardProcessor for JudgeProcessor {
                 continue;
             }
             let index = input.index;
-            let fut = self.judge_row(&ctx.spec, &ctx.judge, prices, input, pred);
+            let fut = self.judge_row(&job, input, pred);
             futs.push(async move { (index, fut.await) });
         }
         let mut first_error: Option<CallError> = None;
@@ -216,8 +214,13 @@ impl ShardProcessor for JudgeProcessor {
                     done.push((index, row));
                 }
                 Err(e) => {
-                    // Fatal beats transient: keep the worst.
-                    if !matches!(first_error, Some(CallError::Fatal(_))) {
+                    // Keep the worst: fatal, then a spent budget, then transient.
+                    let rank = |e: &CallError| match e {
+                        CallError::Fatal(_) => 3,
+                        CallError::Paused(_) => 2,
+                        _ => 1,
+                    };
+                    if first_error.as_ref().is_none_or(|f| rank(&e) > rank(f)) {
                         first_error = Some(e);
                     }
                 }
@@ -237,6 +240,7 @@ impl ShardProcessor for JudgeProcessor {
         }
         match first_error {
             Some(CallError::Fatal(m)) => return Err(ProcessError::Fatal(m)),
+            Some(CallError::Paused(m)) => return Err(ProcessError::Paused(m)),
             Some(CallError::Transient {
                 message,
                 retry_after: Some(d),
@@ -254,6 +258,7 @@ impl ShardProcessor for JudgeProcessor {
 fn call_error(e: CallError) -> ProcessError {
     match e {
         CallError::Fatal(m) => ProcessError::Fatal(m),
+        CallError::Paused(m) => ProcessError::Paused(m),
         CallError::Transient {
             message,
             retry_after: Some(d),
@@ -271,8 +276,9 @@ impl JudgeProcessor {
         ctx: &ShardContext,
         inputs: &[InputRow],
         preds: &[Option<PredictionRecord>],
-        prices: Prices,
+        job: &JobJudging<'_>,
     ) -> Result<ShardOutput, ProcessError> {
+        let prices = job.prices;
         let client = self
             .batch
             .as_ref()
@@ -340,6 +346,7 @@ impl JudgeProcessor {
         };
         let mut out = ShardOutput::default();
         let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        let mut paid = 0;
         let mut add = |k: &str, v: i64| *counters.entry(k.to_owned()).or_default() += v;
         let provenance = || Provenance {
             judged_by: "batch".into(),
@@ -367,10 +374,9 @@ impl JudgeProcessor {
                         add("judge_llm_calls", 1);
                         add("judge_prompt_tokens", call.prompt_tokens as i64);
                         add("judge_completion_tokens", call.completion_tokens as i64);
-                        add(
-                            "judge_cost_micro_usd",
-                            half.micro_usd(call.prompt_tokens, call.completion_tokens),
-                        );
+                        let cost = half.micro_usd(call.prompt_tokens, call.completion_tokens);
+                        add("judge_cost_micro_usd", cost);
+                        paid += cost;
                         if call.verdict.correct == "yes" {
                             add("judge_correct", 1);
                         }
@@ -401,17 +407,16 @@ impl JudgeProcessor {
                 serde_json::to_string(&record).expect("record serializes"),
             ));
         }
+        job.ledger.record_batch(&batch_id, paid).await;
         out.counters = counters;
         Ok(out)
     }
 
     async fn call_llm(
         &self,
-        judge: &JudgeSettings,
-        spec: &JobSpec,
+        job: &JobJudging<'_>,
         input: &InputRow,
         pred: &PredictionRecord,
-        prices: Prices,
         counters: &mut BTreeMap<String, i64>,
     ) -> Result<Result<JudgeResponse, String>, CallError> {
         let client = self
@@ -419,6 +424,10 @@ impl JudgeProcessor {
             .as_ref()
             .ok_or_else(|| CallError::Fatal("no judge API configured".into()))?;
         let _permit = self.in_flight.acquire().await.expect("semaphore open");
+        // Checked with the permit held, right before paying: the overshoot past the budget
+        // is at most the calls already in flight.
+        job.ledger.check().await?;
+        let (spec, judge, prices) = (job.spec, job.judge, job.prices);
         let rendered = prompt::render(spec.dataset, input, &pred.response);
         match client.judge(&judge.model, &rendered).await {
             Ok(call) => {
@@ -428,8 +437,9 @@ impl JudgeProcessor {
                 *counters
                     .entry("judge_completion_tokens".into())
                     .or_default() += call.completion_tokens as i64;
-                *counters.entry("judge_cost_micro_usd".into()).or_default() +=
-                    prices.micro_usd(call.prompt_tokens, call.completion_tokens);
+                let cost = prices.micro_usd(call.prompt_tokens, call.completion_tokens);
+                *counters.entry("judge_cost_micro_usd".into()).or_default() += cost;
+                job.ledger.record(cost).await;
                 if call.retries > 0 {
                     *counters.entry("judge_call_retries".into()).or_default() +=
                         i64::from(call.retries);
@@ -451,12 +461,11 @@ impl JudgeProcessor {
 
     async fn judge_row(
         &self,
-        spec: &JobSpec,
-        judge: &JudgeSettings,
-        prices: Prices,
+        job: &JobJudging<'_>,
         input: &InputRow,
         pred: &PredictionRecord,
     ) -> Result<RowResult, CallError> {
+        let (spec, judge) = (job.spec, job.judge);
         let mut result = RowResult::default();
         result.counters.insert("judge_rows".into(), 1);
         let provenance = |by: &str| Provenance {
@@ -504,7 +513,7 @@ impl JudgeProcessor {
                     result.counters.insert("judge_rules_decided".into(), 1);
                     if self.audit_every > 0 && input.index.is_multiple_of(self.audit_every) {
                         let llm = self
-                            .call_llm(judge, spec, input, pred, prices, &mut result.counters)
+                            .call_llm(job, input, pred, &mut result.counters)
                             .await?;
                         if let Ok(l) = llm {
                             let key = if l.correct == v.correct {
@@ -518,13 +527,13 @@ impl JudgeProcessor {
                     (Ok(v), "rules")
                 }
                 None => (
-                    self.call_llm(judge, spec, input, pred, prices, &mut result.counters)
+                    self.call_llm(job, input, pred, &mut result.counters)
                         .await?,
                     "llm",
                 ),
             },
             JudgeMode::Llm | JudgeMode::Batch => (
-                self.call_llm(judge, spec, input, pred, prices, &mut result.counters)
+                self.call_llm(job, input, pred, &mut result.counters)
                     .await?,
                 "llm",
             ),

@@ -582,3 +582,59 @@ async fn a_spent_judge_budget_pauses_the_job_until_it_is_raised() {
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!((st.rows_judged, st.judge.paused.clone()), (8, None));
 }
+
+#[tokio::test]
+async fn the_budget_stops_paid_calls_row_by_row_inside_a_shard() {
+    use common::queue::{RequeueRequest, RequeueSelection};
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    // All 8 rows in one shard, so a check per shard could not stop anything inside it.
+    let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
+    let set_budget = |micro: u64| RequeueRequest {
+        selection: RequeueSelection::Failed,
+        target: Some(Stage::Judge),
+        force: false,
+        judge: Some(JudgeSettings {
+            model: "gpt-4o-2024-08-06".into(),
+            mode: JudgeMode::Llm,
+            budget_micro_usd: Some(micro),
+        }),
+    };
+    // A budget below one call's price, one call in flight: the first call is paid, then
+    // every other row of the shard stops before calling.
+    queue.requeue(&id, &set_budget(1)).await.unwrap();
+    let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 1, None, None, 0);
+    run_judge(&queue, p).await.unwrap();
+    let stats = fake_stats(&fake).await;
+    assert_eq!(stats["ok"], 1, "one paid call, then the budget: {stats}");
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.rows_judged, 0, "the shard waits, nothing committed");
+    assert!(
+        st.judge.paid_usd > 0.0 && st.judge.cost_usd == 0.0,
+        "{:?}",
+        st.judge
+    );
+    assert!(st.judge.paused.as_deref().unwrap().contains("budget"));
+    assert_eq!((st.shards.queued.judge, st.shards.failed), (1, 0));
+
+    // A raised budget finishes the shard, reusing the verdict already paid for.
+    queue
+        .requeue(&id, &set_budget(1_000_000_000))
+        .await
+        .unwrap();
+    let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 1, None, None, 0);
+    run_judge(&queue, p).await.unwrap();
+    let stats = fake_stats(&fake).await;
+    assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!((st.rows_judged, st.judge.paused.clone()), (8, None));
+    assert!(
+        (st.judge.paid_usd - st.judge.cost_usd).abs() < 1e-9,
+        "paid {} = committed {}",
+        st.judge.paid_usd,
+        st.judge.cost_usd
+    );
+}

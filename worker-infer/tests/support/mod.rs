@@ -46,3 +46,75 @@ pub fn infer_command(redis: &str, model_dir: &Path, hf_home: &Path, id: &str) ->
         .env("RUST_LOG", "warn");
     cmd
 }
+
+/// First argument that makes a harness-less test binary act as `conftag-judge` instead.
+pub const JUDGE_CHILD: &str = "__judge-worker";
+/// First argument that makes a harness-less test binary act as `conftag` instead.
+pub const CONFTAG_CHILD: &str = "__conftag";
+
+/// What libtest's arguments (as cargo passes them) ask of a harness-less target.
+pub enum Harness {
+    Run,
+    List,
+    FilteredOut,
+}
+
+/// `--list`, or a name filter that does not match `name`; other flags are ignored.
+pub fn harness_request(name: &str, args: &[String]) -> Harness {
+    let mut filters = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--list" => return Harness::List,
+            "--test-threads" | "--skip" | "--format" | "--color" | "--logfile" | "-Z" => {
+                it.next();
+            }
+            s if s.starts_with('-') => {}
+            s => filters.push(s),
+        }
+    }
+    if filters.is_empty() || filters.iter().any(|f| name.contains(f)) {
+        Harness::Run
+    } else {
+        Harness::FilteredOut
+    }
+}
+
+/// The judge worker role: exactly what `conftag-judge ARGS…` runs. Cargo builds a package's
+/// own binaries for its integration tests, not another package's, so a test that needs a
+/// judge process re-executes itself in this role instead of trusting a `conftag-judge` left
+/// in the target directory by an older build.
+pub fn judge_worker(args: &[String]) -> std::process::ExitCode {
+    let argv = std::iter::once("conftag-judge".to_owned()).chain(args.iter().cloned());
+    let cli = worker_judge::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    common::config::init_tracing(cli.common.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    exit_code(
+        runtime
+            .block_on(cli.run())
+            .map_err(|e| common::config::error_chain(e.as_ref())),
+    )
+}
+
+/// The `conftag` role, for the same reason.
+pub fn conftag_command(args: &[String]) -> std::process::ExitCode {
+    let argv = std::iter::once("conftag".to_owned()).chain(args.iter().cloned());
+    let cli = coordinator::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    common::config::init_tracing(cli.common.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    exit_code(
+        runtime
+            .block_on(coordinator::run(cli))
+            .map_err(|e| common::config::error_chain(&e)),
+    )
+}
+
+fn exit_code(r: Result<(), String>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
