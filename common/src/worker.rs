@@ -120,13 +120,14 @@ impl Beat<'_> {
     ) -> Result<(), QueueError> {
         let stats = self.stats;
         let rows = stats.rows_done.load(Ordering::Relaxed);
+        let generated = stats.rows_generated.load(Ordering::Relaxed);
         let tokens = stats.completion_tokens.load(Ordering::Relaxed);
         let prompt = stats.prompt_tokens.load(Ordering::Relaxed);
         // A sequence holds its prompt and, on average over its decode, half its output.
-        let context = if rows == 0 {
+        let context = if generated == 0 {
             0.0
         } else {
-            (prompt as f64 + tokens as f64 / 2.0) / rows as f64
+            (prompt as f64 + tokens as f64 / 2.0) / generated as f64
         };
         let info = WorkerInfo {
             id: self.config.id.clone(),
@@ -163,6 +164,10 @@ pub struct ShardContext {
     pub queue: Queue,
     /// Cancelled when the lease is lost, the job is cancelled, or the drain deadline passes.
     pub cancel: CancellationToken,
+    /// The worker's counters: an infer processor adds each row's tokens as it finishes
+    /// ([`WorkerStats::row_generated`]), so the rate a worker publishes moves while its shards
+    /// are still running.
+    pub stats: Arc<WorkerStats>,
 }
 
 /// A processed shard: result rows (row index, record JSON) and counters to add to the job.
@@ -220,10 +225,23 @@ pub enum WorkerError {
 pub struct WorkerStats {
     pub shards_done: AtomicU64,
     pub rows_done: AtomicU64,
-    /// `infer_prompt_tokens` / `infer_completion_tokens` of the completed shards.
+    /// Rows generated and their tokens, counted per row as they finish (also in attempts
+    /// that fail later: this is the work the engine did, for tok/s against the ceiling).
+    pub rows_generated: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub stale_completions: AtomicU64,
+}
+
+impl WorkerStats {
+    /// One row generated with these token counts.
+    pub fn row_generated(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.rows_generated.fetch_add(1, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(prompt_tokens, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion_tokens, Ordering::Relaxed);
+    }
 }
 
 struct Held {
@@ -383,9 +401,9 @@ async fn run_loop<P: ShardProcessor>(
                             let key = lease.token.clone();
                             let cancel = CancellationToken::new();
                             held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone() });
-                            let ctx = ShardContext { lease, spec, judge, queue: queue.clone(), cancel };
+                            let ctx = ShardContext { lease, spec, judge, queue: queue.clone(), cancel, stats: stats.clone() };
                             let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
-                            tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key, stats.clone()).instrument(span));
+                            tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key).instrument(span));
                         }
                         if idle && held.is_empty() && config.exit_when_done {
                             info!("no work left; exiting");
@@ -575,7 +593,6 @@ async fn run_shard<P: ShardProcessor>(
     ctx: ShardContext,
     config: WorkerConfig,
     key: String,
-    stats: Arc<WorkerStats>,
 ) -> (String, TaskEnd) {
     let queue = ctx.queue.clone();
     let lease = ctx.lease.clone();
@@ -593,14 +610,6 @@ async fn run_shard<P: ShardProcessor>(
         Ok(output) => {
             let end = complete_with_retry(&queue, &lease, &output, &cancel).await;
             if matches!(end, TaskEnd::Completed) {
-                let count =
-                    |name: &str| output.counters.get(name).copied().unwrap_or(0).max(0) as u64;
-                stats
-                    .prompt_tokens
-                    .fetch_add(count("infer_prompt_tokens"), Ordering::Relaxed);
-                stats
-                    .completion_tokens
-                    .fetch_add(count("infer_completion_tokens"), Ordering::Relaxed);
                 for (name, value) in &output.counters {
                     if *value > 0 {
                         ::metrics::counter!(m::shard_counter_name(name), "stage" => stage)

@@ -10,6 +10,8 @@
 #   e2e8b        (b) conftag-infer pulling shards from a Redis on the node, end to end
 #   openai8b     (b') conftag-infer --engine openai against hf_server.py (HF batching) on the node
 #   twogpu       one worker on GPU 0, then one per GPU on GPUs 0 and 1, same job size
+#   tp2          --tensor-parallel-size 1 vs 2 on a 2-GPU node (needs an nccl build): bench,
+#                and no rank process left behind
 # Results go to $OUT.
 # ENGINE_FLAGS, E2E_FLAGS, HF_BATCHES and BENCH_ROWS are flag lists split on purpose:
 # shellcheck disable=SC2086,SC2046
@@ -17,7 +19,11 @@ set -uo pipefail
 OUT="${OUT:-/tmp/conftag-out}"; mkdir -p "$OUT"
 W=/tmp/conftag-gpu; mkdir -p "$W"
 G="$PWD/.gpu"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib"
+# NCCL (an nccl build links libnccl.so.2) from PyTorch's wheel on the node.
+nccl="$(python3 -c 'import site; print(site.getsitepackages()[0])')/nvidia/nccl/lib"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib64:$G/lib:$nccl"
+# Never NVLink multicast on shared hosts (the lent machines' rule; inherited by the ranks).
+export NCCL_NVLS_ENABLE=0
 export HF_HOME="$W/hf" RUST_LOG="${RUST_LOG:-warn}"
 if [ ! -x "$W/conftag-infer" ]; then xz -dc "$G/conftag-infer.xz" >"$W/conftag-infer" && chmod +x "$W/conftag-infer"; fi
 infer="$W/conftag-infer"
@@ -107,8 +113,10 @@ e2e8b)
   name="e2e-${SHAPE:-boolq}"
   start_redis
   RUST_LOG=info "$infer" --model "$name" --weights "$W/8b" --dtype bf16 \
-    ${E2E_FLAGS:---concurrency 64 --max-num-seqs 64} --log-format json 2>"$OUT/$name.log" &
+    ${E2E_FLAGS:---concurrency 64 --max-num-seqs 64 --lease-secs 15} --log-format json 2>"$OUT/$name.log" &
   wait_loaded "$OUT/$name.log" && s=$(date +%s.%N) && start_job "${E2E_ROWS:-64}" "$name" && wait_done "$name" "$s"
+  # What an operator sees: the worker's rate against its GPU's decode ceiling.
+  sleep "${STATUS_AFTER:-0}"; "$G/conftag" status | tee -a "$OUT/summary.txt"
   kill $(jobs -p) 2>/dev/null; wait ;;
 openai8b)
   model8b
@@ -132,6 +140,18 @@ twogpu)
     done
     wait_loaded "${logs[@]}" && s=$(date +%s.%N) && start_job "${E2E_ROWS:-128}" "$name" && wait_done "$name" "$s"
     kill $(jobs -p) 2>/dev/null; wait
+  done ;;
+tp2)
+  model8b
+  echo "== tensor parallelism, 8B shape bf16, $PW/$NT, both GPUs visible" | tee -a "$OUT/summary.txt"
+  # tp 1: one GPU although two are visible (the worker pins one; mistral.rs alone spreads the
+  # layers and failed). tp 2: one request at a time (the worker's default under TP).
+  for tp in 1 2; do
+    flights=1,16; [ $tp = 2 ] && flights=1
+    t timeout 240 "$infer" --weights "$W/8b" --dtype bf16 --tensor-parallel-size $tp bench --in-flight "$flights" \
+      --rows "${BENCH_ROWS:-16}" --prompt-words $PW --new-tokens $NT 2>"$OUT/tp${tp}_bench.log" | sed "s/^/tp$tp /" | tee -a "$OUT/summary.txt"
+    sleep 3; echo "tp$tp conftag-infer processes left after it exited: $(pgrep -c -f "$W/conftag-infer" || true)" | tee -a "$OUT/summary.txt"
+    pkill -9 -f "$W/conftag-infer"
   done ;;
 *) echo "unknown step $step" ;;
 esac; done

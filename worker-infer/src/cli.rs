@@ -121,6 +121,10 @@ pub struct InferArgs {
     /// CONFTAG_ENGINE_API_KEY.
     #[arg(long)]
     pub engine_model: Option<String>,
+    /// With --engine openai: seconds to wait at start for a server that is not up yet
+    /// (connection refused, or 502/503 while it loads its model).
+    #[arg(long, default_value_t = 600)]
+    pub engine_wait_secs: u64,
 
     /// Model name this worker serves: jobs submitted with `--model NAME` are claimed.
     #[arg(long, required = true)]
@@ -140,12 +144,15 @@ pub struct InferArgs {
     pub max_num_seqs: usize,
     /// Spread the model over this many GPUs of the node (CUDA ordinals 0..N-1, pick them with
     /// CUDA_VISIBLE_DEVICES) with NCCL tensor parallelism; needs a `--features "cuda nccl"`
-    /// build, a power of two and safetensors weights. For a model that fits one GPU, one
-    /// worker per GPU is faster and simpler.
+    /// build, a power of two and safetensors weights; sends one request at a time. For a
+    /// model that fits one GPU, one worker per GPU is faster and simpler (measured on two
+    /// H100s: no faster than one card at one request, docs/benchmarks.md). At 1, an NCCL
+    /// build takes GPU 0 unless CUDA_VISIBLE_DEVICES chooses.
     #[arg(long, default_value_t = 1)]
     pub tensor_parallel_size: usize,
     /// Requests sent to the engine at once [default: 1 on CPU (mistral.rs 0.8.1 batches wrongly
-    /// there), max-num-seqs on CUDA, 256 for --engine openai].
+    /// there), max-num-seqs on CUDA, 1 with --tensor-parallel-size > 1 (its ranks hung under
+    /// concurrency), 256 for --engine openai].
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Before claiming, compare concurrent with one-at-a-time greedy answers on the loaded
@@ -203,6 +210,7 @@ impl InferArgs {
         o.paged_attn = self.paged_attn;
         o.paged_block_size = self.paged_attn_block_size;
         o.gpu_mem_util = self.gpu_mem_util;
+        o.tensor_parallel = self.tensor_parallel_size.max(1);
         o
     }
 
@@ -217,6 +225,7 @@ impl InferArgs {
         let mut o = OpenAiEngineOptions::new(self.engine_url.clone().unwrap_or_default(), model);
         // From the environment only, never a flag: flags show in `ps` and shell history.
         o.api_key = common::config::Secret::from_env("CONFTAG_ENGINE_API_KEY");
+        o.wait_ready = Duration::from_secs(self.engine_wait_secs);
         if let Some(c) = self.concurrency {
             o.concurrency = c.max(1);
         }

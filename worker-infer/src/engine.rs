@@ -50,6 +50,8 @@ pub struct EngineOptions {
     pub paged_attn: bool,
     pub paged_block_size: usize,
     pub gpu_mem_util: f32,
+    /// GPUs one model is split over with NCCL (`crate::tensor_parallel`); 1 = one GPU.
+    pub tensor_parallel: usize,
 }
 
 impl EngineOptions {
@@ -64,6 +66,7 @@ impl EngineOptions {
             paged_attn: false,
             paged_block_size: 32,
             gpu_mem_util: 0.9,
+            tensor_parallel: 1,
         }
     }
 }
@@ -256,10 +259,21 @@ impl MistralEngine {
             detail: format!("{e:#}"),
         })?;
         let max_ctx = model.max_sequence_length().ok().flatten();
-        let concurrency = opts
-            .concurrency
-            .unwrap_or(if on_gpu { opts.max_num_seqs } else { 1 })
-            .max(1);
+        // Under tensor parallelism each rank schedules the replicated requests itself; with 16
+        // requests at once on two H100s the ranks stopped in mismatched collectives (one GPU
+        // at 100 %, the other idle, no progress), so requests go one at a time there unless
+        // --concurrency says otherwise.
+        let default_concurrency = match (on_gpu, opts.tensor_parallel > 1) {
+            (true, false) => opts.max_num_seqs,
+            _ => 1,
+        };
+        let concurrency = opts.concurrency.unwrap_or(default_concurrency).max(1);
+        if opts.tensor_parallel > 1 && concurrency > 1 {
+            warn!(
+                concurrency,
+                "tensor parallelism with more than one request at once hung mistral.rs 0.8.1 on two H100s (docs/benchmarks.md)"
+            );
+        }
         info!(model = %opts.weights, ?max_ctx, concurrency, on_gpu, "model loaded");
         Ok(Self {
             model: Arc::new(model),

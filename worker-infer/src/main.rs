@@ -180,6 +180,7 @@ async fn run(cli: Cli) -> ExitCode {
                 m.on_gpu(),
                 cli.worker.gpu_name.clone(),
                 engine.concurrency(),
+                cli.worker.tensor_parallel_size,
             );
             match &roofline {
                 Some(r) => tracing::info!(%device, gpu = r.gpu.name, ceiling_at_empty_context = r.ceiling(0.0), "decode ceiling known"),

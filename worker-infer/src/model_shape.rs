@@ -30,13 +30,15 @@ pub fn model_shape(weights: &str, dtype_bytes: u64) -> Option<ModelShape> {
 
 /// What an embedded-engine worker publishes about its device: its name (`cpu` or the GPU's),
 /// and the decode ceiling when the GPU is in `common::roofline`'s table and the model's files
-/// tell its shape. `gpu_name` overrides what `nvidia-smi` says.
+/// tell its shape. `gpu_name` overrides what `nvidia-smi` says; with tensor parallelism the
+/// model's GPUs count together.
 pub fn worker_device(
     weights: &str,
     dtype: DtypeArg,
     on_gpu: bool,
     gpu_name: Option<String>,
     batch: usize,
+    tensor_parallel: usize,
 ) -> (String, Option<Roofline>) {
     let name = match (gpu_name, on_gpu) {
         (Some(n), _) => n,
@@ -53,11 +55,15 @@ pub fn worker_device(
     };
     let roofline = roofline::gpu_spec(&name).and_then(|gpu| {
         Some(Roofline {
-            gpu,
+            gpu: gpu.times(tensor_parallel),
             model: model_shape(weights, dtype_bytes)?,
             batch,
         })
     });
+    let name = match tensor_parallel {
+        0 | 1 => name,
+        n => format!("{n} × {name}"),
+    };
     (name, roofline)
 }
 

@@ -35,6 +35,9 @@ pub struct OpenAiEngineOptions {
     pub max_retries: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// How long to wait at start for a server that is not up yet (connection refused, or
+    /// 502/503 while it loads its model): workers and their server often start together.
+    pub wait_ready: Duration,
 }
 
 impl OpenAiEngineOptions {
@@ -48,8 +51,17 @@ impl OpenAiEngineOptions {
             max_retries: 8,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            wait_ready: Duration::from_secs(600),
         }
     }
+}
+
+/// Why `GET /models` gave no list.
+enum NotReady {
+    /// Not up yet (refused, timed out, 502/503/504): worth waiting for.
+    Starting(String),
+    /// Up, but the answer says this will not work (401, 404, not JSON).
+    Refused(String),
 }
 
 pub struct OpenAiEngine {
@@ -117,7 +129,10 @@ impl OpenAiEngine {
             backoff_base: opts.backoff_base,
             backoff_max: opts.backoff_max,
         };
-        let served = engine.served_models().await.map_err(bad)?;
+        let served = engine
+            .wait_until_ready(opts.wait_ready)
+            .await
+            .map_err(bad)?;
         if !served.is_empty() && !served.iter().any(|m| m == &opts.model) {
             return Err(bad(format!(
                 "the server does not serve `{}` (it serves: {}); pass --engine-model NAME",
@@ -129,20 +144,54 @@ impl OpenAiEngine {
         Ok(engine)
     }
 
-    async fn served_models(&self) -> Result<Vec<String>, String> {
+    /// `GET /models` until the server answers, for at most `patience`.
+    async fn wait_until_ready(&self, patience: Duration) -> Result<Vec<String>, String> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut delay = self.backoff_base.max(Duration::from_millis(100));
+        loop {
+            match self.served_models().await {
+                Ok(served) => return Ok(served),
+                Err(NotReady::Refused(m)) => return Err(m),
+                Err(NotReady::Starting(m)) => {
+                    let now = tokio::time::Instant::now();
+                    if now + delay > deadline {
+                        return Err(format!(
+                            "{m} (waited {} s for the server)",
+                            patience.as_secs()
+                        ));
+                    }
+                    info!(url = %self.shown_url, reason = %m, "waiting for the engine server to come up");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn served_models(&self) -> Result<Vec<String>, NotReady> {
         let mut req = self.http.get(format!("{}/models", self.base_url));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req.send().await.map_err(|e| transport(&e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| NotReady::Starting(transport(&e)))?;
         let status = resp.status();
+        if matches!(status.as_u16(), 502..=504) {
+            return Err(NotReady::Starting(format!(
+                "GET /models answered HTTP {status}"
+            )));
+        }
         if !status.is_success() {
-            return Err(format!("GET /models answered HTTP {status}"));
+            return Err(NotReady::Refused(format!(
+                "GET /models answered HTTP {status}"
+            )));
         }
         let body: Value = resp
             .json()
             .await
-            .map_err(|_| "GET /models did not answer JSON".to_owned())?;
+            .map_err(|_| NotReady::Refused("GET /models did not answer JSON".to_owned()))?;
         Ok(body["data"]
             .as_array()
             .map(|a| {

@@ -38,11 +38,25 @@ impl ShardProcessor for InferProcessor {
             .queue
             .input_rows(&lease.job, lease.start, lease.end)
             .await?;
-        let results = futures::future::join_all(rows.iter().map(|r| {
-            self.engine
+        // The first engine failure ends the attempt at once: the rows still generating would
+        // be thrown away with it anyway (the whole shard is retried).
+        let results = futures::future::try_join_all(rows.iter().map(|r| async {
+            match self
+                .engine
                 .generate(&r.prompt, ctx.spec.prompt_mode, ctx.spec.max_tokens)
+                .await
+            {
+                Ok(g) => {
+                    ctx.stats
+                        .row_generated(g.prompt_tokens, g.completion_tokens);
+                    Ok(Ok(g))
+                }
+                Err(GenerateError::Row(msg)) => Ok(Err(msg)),
+                Err(GenerateError::Engine(msg)) => Err(ProcessError::Transient(msg)),
+                Err(GenerateError::Fatal(msg)) => Err(ProcessError::Fatal(msg)),
+            }
         }))
-        .await;
+        .await?;
         let mut out = ShardOutput::default();
         let mut counters: BTreeMap<String, i64> = BTreeMap::new();
         for (row, result) in rows.iter().zip(results) {
@@ -63,7 +77,7 @@ impl ShardProcessor for InferProcessor {
                         error: None,
                     }
                 }
-                Err(GenerateError::Row(msg)) => {
+                Err(msg) => {
                     *counters.entry("infer_row_errors".into()).or_default() += 1;
                     PredictionRecord {
                         response: String::new(),
@@ -75,8 +89,6 @@ impl ShardProcessor for InferProcessor {
                         error: Some(msg),
                     }
                 }
-                Err(GenerateError::Engine(msg)) => return Err(ProcessError::Transient(msg)),
-                Err(GenerateError::Fatal(msg)) => return Err(ProcessError::Fatal(msg)),
             };
             out.rows.push((
                 row.index,

@@ -9,7 +9,8 @@
 //! loads its slice of the model and serves the parent over a local socket, never returning.
 //! So:
 //! - the default (N = 1) sets `MISTRALRS_NO_NCCL=1`, so a one-GPU worker on an 8-GPU node does
-//!   not silently take all eight;
+//!   not silently take all eight, and `CUDA_VISIBLE_DEVICES=0` when no card was chosen (an NCCL
+//!   build with two GPUs visible failed every step at N = 1, see [`prepare`]);
 //! - N > 1 sets the world size, and the parent and its rank children run the same argv: a
 //!   child must only load the model ([`is_rank_child`]) and never touch Redis, the metrics
 //!   port or the queue;
@@ -74,6 +75,13 @@ pub fn prepare(size: usize, weights: &str) -> Result<(), TensorParallelError> {
         std::env::remove_var("MISTRALRS_NO_NCCL");
     } else if cfg!(feature = "nccl") && !is_rank_child() {
         std::env::set_var("MISTRALRS_NO_NCCL", "1");
+        // Measured on two H100s: an NCCL build with both GPUs visible failed every decode
+        // step (CUBLAS_STATUS_EXECUTION_FAILED) at size 1, MISTRALRS_NO_NCCL=1 and a
+        // single-device map notwithstanding; with one GPU visible it ran. So a size-1 worker
+        // that was not given a card takes the first.
+        if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() {
+            std::env::set_var("CUDA_VISIBLE_DEVICES", "0");
+        }
     }
     Ok(())
 }

@@ -219,13 +219,13 @@ async fn a_wrong_url_model_or_key_is_a_clear_error_before_any_lease() {
         "{e}"
     );
 
+    // Nobody listening: waited for (briefly here), then named with the URL.
     let nobody = format!("http://127.0.0.1:{}/v1", free_port());
-    let e = OpenAiEngine::connect(OpenAiEngineOptions::new(nobody.clone(), MODEL))
-        .await
-        .unwrap_err()
-        .to_string();
+    let mut o = OpenAiEngineOptions::new(nobody.clone(), MODEL);
+    o.wait_ready = Duration::from_millis(500);
+    let e = OpenAiEngine::connect(o).await.unwrap_err().to_string();
     assert!(
-        e.contains(&nobody) && e.contains("connection failed"),
+        e.contains(&nobody) && e.contains("connection failed") && e.contains("waited"),
         "{e}"
     );
 
@@ -253,6 +253,36 @@ async fn a_wrong_url_model_or_key_is_a_clear_error_before_any_lease() {
     let mut keyed = OpenAiEngineOptions::new(locked.base_url(), MODEL);
     keyed.api_key = Some(common::config::Secret::new("sk-engine-secret-7731"));
     OpenAiEngine::connect(keyed).await.unwrap();
+}
+
+/// Workers and their server often start together (a vLLM pod loading its model for
+/// minutes): the worker waits for the server instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_for_a_server_that_comes_up_later() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let mut o = OpenAiEngineOptions::new(url, MODEL);
+    o.wait_ready = Duration::from_secs(60);
+    o.backoff_base = Duration::from_millis(100);
+    let waiting = tokio::spawn(OpenAiEngine::connect(o));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "gave up while the server was down");
+    let server = FakeServer::start(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        FakeConfig {
+            served_models: vec![MODEL.into()],
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let engine = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("connected once the server was up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(engine.model(), MODEL);
+    drop(server);
 }
 
 #[test]
