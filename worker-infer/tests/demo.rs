@@ -31,25 +31,13 @@ fn main() -> ExitCode {
         Some(support::CONFTAG_CHILD) => return support::conftag_command(&args[2..]),
         _ => {}
     }
-    match support::harness_request("demo", &args[1..]) {
-        support::Harness::List => {
-            println!("demo: test");
-            return ExitCode::SUCCESS;
+    support::run_as_test("demo", &args[1..], || {
+        if std::env::var("CONFTAG_SKIP_DEMO").is_ok_and(|v| v == "1") {
+            return "SKIPPED (CONFTAG_SKIP_DEMO=1)".into();
         }
-        support::Harness::FilteredOut => {
-            println!("running 0 tests (demo filtered out)");
-            return ExitCode::SUCCESS;
-        }
-        support::Harness::Run => {}
-    }
-    println!("running 1 test");
-    if std::env::var("CONFTAG_SKIP_DEMO").is_ok_and(|v| v == "1") {
-        println!("test demo ... SKIPPED (CONFTAG_SKIP_DEMO=1)");
-        return ExitCode::SUCCESS;
-    }
-    demo();
-    println!("test demo ... ok");
-    ExitCode::SUCCESS
+        demo();
+        "ok".into()
+    })
 }
 
 /// Wrapper scripts named like the three binaries, for the demo's `CONFTAG_BIN_DIR`.

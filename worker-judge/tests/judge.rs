@@ -529,25 +529,28 @@ async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
     assert_eq!(st.judge.llm_calls, 8);
 }
 
+/// `conftag requeue JOB --failed --stage judge --judge-budget-usd` as a request.
+fn set_budget(micro_usd: u64) -> common::queue::RequeueRequest {
+    common::queue::RequeueRequest {
+        selection: common::queue::RequeueSelection::Failed,
+        target: Some(Stage::Judge),
+        force: false,
+        judge: Some(JudgeSettings {
+            model: "gpt-4o-2024-08-06".into(),
+            mode: JudgeMode::Llm,
+            budget_micro_usd: Some(micro_usd),
+        }),
+    }
+}
+
 #[tokio::test]
 async fn a_spent_judge_budget_pauses_the_job_until_it_is_raised() {
-    use common::queue::{RequeueRequest, RequeueSelection};
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
     let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
         .await
         .unwrap();
     let id = job_with_predictions(&queue, JudgeMode::Llm, 2).await;
-    let set_budget = |micro: u64| RequeueRequest {
-        selection: RequeueSelection::Failed,
-        target: Some(Stage::Judge),
-        force: false,
-        judge: Some(JudgeSettings {
-            model: "gpt-4o-2024-08-06".into(),
-            mode: JudgeMode::Llm,
-            budget_micro_usd: Some(micro),
-        }),
-    };
     // A budget smaller than one shard's cost: the first shard is judged, then judging pauses.
     queue.requeue(&id, &set_budget(100)).await.unwrap();
     let one_shard_at_a_time = |c: &mut WorkerConfig| c.max_inflight_rows = 2;
@@ -585,7 +588,6 @@ async fn a_spent_judge_budget_pauses_the_job_until_it_is_raised() {
 
 #[tokio::test]
 async fn the_budget_stops_paid_calls_row_by_row_inside_a_shard() {
-    use common::queue::{RequeueRequest, RequeueSelection};
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
     let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
@@ -593,16 +595,6 @@ async fn the_budget_stops_paid_calls_row_by_row_inside_a_shard() {
         .unwrap();
     // All 8 rows in one shard, so a check per shard could not stop anything inside it.
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
-    let set_budget = |micro: u64| RequeueRequest {
-        selection: RequeueSelection::Failed,
-        target: Some(Stage::Judge),
-        force: false,
-        judge: Some(JudgeSettings {
-            model: "gpt-4o-2024-08-06".into(),
-            mode: JudgeMode::Llm,
-            budget_micro_usd: Some(micro),
-        }),
-    };
     // A budget below one call's price, one call in flight: the first call is paid, then
     // every other row of the shard stops before calling.
     queue.requeue(&id, &set_budget(1)).await.unwrap();

@@ -80,6 +80,25 @@ pub fn harness_request(name: &str, args: &[String]) -> Harness {
     }
 }
 
+/// Run `test` as libtest would run a single test called `name` (answering `--list` and name
+/// filters); `test` panics on failure and returns the word after `test NAME ... `.
+pub fn run_as_test(
+    name: &str,
+    args: &[String],
+    test: impl FnOnce() -> String,
+) -> std::process::ExitCode {
+    match harness_request(name, args) {
+        Harness::List => println!("{name}: test"),
+        Harness::FilteredOut => println!("running 0 tests ({name} filtered out)"),
+        Harness::Run => {
+            println!("running 1 test");
+            let outcome = test();
+            println!("test {name} ... {outcome}");
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 /// The judge worker role: exactly what `conftag-judge ARGS…` runs. Cargo builds a package's
 /// own binaries for its integration tests, not another package's, so a test that needs a
 /// judge process re-executes itself in this role instead of trusting a `conftag-judge` left
