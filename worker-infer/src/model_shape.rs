@@ -83,17 +83,39 @@ fn dir_shape(dir: &Path, dtype_bytes: u64) -> Option<ModelShape> {
     let kv_heads = get("num_key_value_heads").unwrap_or(heads);
     let head_dim = get("head_dim").unwrap_or(get("hidden_size")? / heads.max(1));
     let mut parameters = 0;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        if p.extension().is_some_and(|e| e == "safetensors") {
-            parameters += safetensors_parameters(&p)?;
-        }
+    for file in weight_files(dir)? {
+        parameters += safetensors_parameters(&dir.join(file))?;
     }
     (parameters > 0).then_some(ModelShape {
         parameters,
         weight_bytes: parameters * dtype_bytes,
         kv_bytes_per_token: 2 * layers * kv_heads * head_dim * dtype_bytes,
     })
+}
+
+/// The model's safetensors files: those of `model.safetensors.index.json` when there is one,
+/// else `model*.safetensors` (as mistral.rs loads them; a repo may also hold
+/// `consolidated.safetensors` or adapters, which would count twice).
+fn weight_files(dir: &Path) -> Option<Vec<String>> {
+    if let Ok(index) = std::fs::read(dir.join("model.safetensors.index.json")) {
+        let index: Value = serde_json::from_slice(&index).ok()?;
+        let mut files: Vec<String> = index["weight_map"]
+            .as_object()?
+            .values()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Some(files);
+    }
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("model") && n.ends_with(".safetensors"))
+        .collect();
+    files.sort();
+    Some(files)
 }
 
 /// Elements of all tensors of a safetensors file, from its JSON header alone.

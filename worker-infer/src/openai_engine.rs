@@ -146,37 +146,64 @@ impl OpenAiEngine {
 
     /// `GET /models` until the server answers, for at most `patience`.
     async fn wait_until_ready(&self, patience: Duration) -> Result<Vec<String>, String> {
-        let deadline = tokio::time::Instant::now() + patience;
+        let start = tokio::time::Instant::now();
+        let deadline = start + patience;
         let mut delay = self.backoff_base.max(Duration::from_millis(100));
         loop {
-            match self.served_models().await {
+            // Each probe gets what is left of the patience (1 to 30 s): a server that accepts
+            // connections but never answers must not outlast --engine-wait-secs.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let probe = left.clamp(Duration::from_secs(1), Duration::from_secs(30));
+            match self.served_models(probe).await {
                 Ok(served) => return Ok(served),
                 Err(NotReady::Refused(m)) => return Err(m),
                 Err(NotReady::Starting(m)) => {
-                    let now = tokio::time::Instant::now();
-                    if now + delay > deadline {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
                         return Err(format!(
-                            "{m} (waited {} s for the server)",
-                            patience.as_secs()
+                            "{m} (waited {:.1} s for the server)",
+                            start.elapsed().as_secs_f64()
                         ));
                     }
                     info!(url = %self.shown_url, reason = %m, "waiting for the engine server to come up");
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(delay.min(left)).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         }
     }
 
-    async fn served_models(&self) -> Result<Vec<String>, NotReady> {
-        let mut req = self.http.get(format!("{}/models", self.base_url));
+    async fn served_models(&self, timeout: Duration) -> Result<Vec<String>, NotReady> {
+        let mut req = self
+            .http
+            .get(format!("{}/models", self.base_url))
+            .timeout(timeout);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| NotReady::Starting(transport(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            // A name that does not resolve or a TLS handshake that fails will not fix itself.
+            let chain = common::config::error_chain(&e).to_ascii_lowercase();
+            let hopeless = [
+                "dns error",
+                "failed to lookup address",
+                "certificate",
+                "handshake",
+                "invalidcontenttype",
+                "corrupt message",
+            ]
+            .iter()
+            .any(|w| chain.contains(w));
+            if hopeless {
+                // The chain names the URL (credentials included): say what failed, not where.
+                NotReady::Refused(format!(
+                    "{} (the host name does not resolve or TLS failed)",
+                    transport(&e)
+                ))
+            } else {
+                NotReady::Starting(transport(&e))
+            }
+        })?;
         let status = resp.status();
         if matches!(status.as_u16(), 502..=504) {
             return Err(NotReady::Starting(format!(

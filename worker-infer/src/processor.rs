@@ -38,9 +38,10 @@ impl ShardProcessor for InferProcessor {
             .queue
             .input_rows(&lease.job, lease.start, lease.end)
             .await?;
-        // The first engine failure ends the attempt at once: the rows still generating would
-        // be thrown away with it anyway (the whole shard is retried).
-        let results = futures::future::try_join_all(rows.iter().map(|r| async {
+        // Every row runs to its end even when one fails: mistral.rs 0.8.1 does not cancel a
+        // sequence whose caller went away, so ending the attempt early would leave those rows
+        // decoding beside the next shard's, past the engine's concurrency cap.
+        let results = futures::future::join_all(rows.iter().map(|r| async {
             match self
                 .engine
                 .generate(&r.prompt, ctx.spec.prompt_mode, ctx.spec.max_tokens)
@@ -56,7 +57,9 @@ impl ShardProcessor for InferProcessor {
                 Err(GenerateError::Fatal(msg)) => Err(ProcessError::Fatal(msg)),
             }
         }))
-        .await?;
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, ProcessError>>()?;
         let mut out = ShardOutput::default();
         let mut counters: BTreeMap<String, i64> = BTreeMap::new();
         for (row, result) in rows.iter().zip(results) {

@@ -15,6 +15,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -81,12 +82,16 @@ fn demo() {
         .arg(root.join("deploy/local/demo.sh"))
         .env("CONFTAG_BIN_DIR", &bin)
         .env("DEMO_DIR", &demo_dir)
+        // Convert afresh each run (≈2 s), so the converter of this tree is what is tested.
+        .env("DEMO_F32", tmp.path().join("smollm2-f32.gguf"))
         // The demo's own Redis and local judge, whatever this shell points at.
         .env_remove("REDIS_URL")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .stdout(Stdio::from(log_file.try_clone().unwrap()))
         .stderr(Stdio::from(log_file))
+        // Its own process group, so that a timeout can stop the demo's Redis and workers too.
+        .process_group(0)
         .spawn()
         .expect("bash runs deploy/local/demo.sh");
     let status = loop {
@@ -94,7 +99,14 @@ fn demo() {
             break s;
         }
         if started.elapsed() > DEMO_TIMEOUT {
-            let _ = child.kill();
+            // SIGTERM first so the script's trap stops what it started, then SIGKILL.
+            if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                use rustix::process::{kill_process_group, Signal};
+                let _ = kill_process_group(group, Signal::TERM);
+                std::thread::sleep(Duration::from_secs(10));
+                let _ = kill_process_group(group, Signal::KILL);
+            }
+            let _ = child.wait();
             panic!(
                 "the demo did not finish in {DEMO_TIMEOUT:?}; its output:\n{}",
                 String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default())
@@ -155,7 +167,14 @@ fn demo() {
         );
     }
     // The status the demo prints at the end shows the job done.
-    assert!(output.contains("done"), "final status:\n{output}");
+    let status = output.rsplit("== status").next().unwrap_or_default();
+    let status = status.split("== one tagged row").next().unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("_boolq_test-") && l.contains(" done ")),
+        "final status:\n{status}"
+    );
     println!(
         "demo: {rows} rows inferred with SmolLM2-135M, judged and exported in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -222,7 +222,8 @@ async fn a_wrong_url_model_or_key_is_a_clear_error_before_any_lease() {
     // Nobody listening: waited for (briefly here), then named with the URL.
     let nobody = format!("http://127.0.0.1:{}/v1", free_port());
     let mut o = OpenAiEngineOptions::new(nobody.clone(), MODEL);
-    o.wait_ready = Duration::from_millis(500);
+    o.wait_ready = Duration::from_millis(800);
+    o.backoff_base = Duration::from_millis(100);
     let e = OpenAiEngine::connect(o).await.unwrap_err().to_string();
     assert!(
         e.contains(&nobody) && e.contains("connection failed") && e.contains("waited"),

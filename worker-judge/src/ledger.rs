@@ -9,9 +9,10 @@
 //!
 //! `judge_paid_micro_usd` is money actually paid: it also counts calls of attempts that
 //! failed later and verdicts replaced by a re-judge, and it is never decreased. The budget is
-//! a cap on that.
+//! a cap on that. Batch mode (`--mode batch`) pays per batch, one per shard: there the budget
+//! is checked when a shard starts, so batches already submitted can pass it.
 
-use common::job::JobId;
+use common::job::{JobId, JudgeSettings};
 use common::keys::JobKeys;
 use common::queue::Queue;
 
@@ -20,67 +21,90 @@ use crate::openai::CallError;
 /// Job-hash field holding what the judge has paid for this job, in micro-USD.
 pub const PAID_FIELD: &str = "judge_paid_micro_usd";
 
-/// One job's live judge spend and its cap.
+/// One job's live judge spend, checked against the budget the job has now.
 #[derive(Clone)]
 pub struct Ledger {
     queue: Queue,
     job_key: String,
     batch_paid_key: String,
-    budget_micro_usd: Option<u64>,
+    /// Whether the shard was leased with a budget at all (no budget: no Redis read per row).
+    budgeted: bool,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
             .field("job_key", &self.job_key)
-            .field("budget_micro_usd", &self.budget_micro_usd)
+            .field("budgeted", &self.budgeted)
             .finish()
     }
 }
 
+fn redis_error(e: redis::RedisError) -> CallError {
+    CallError::Transient {
+        message: format!("cannot read the judge spend from Redis: {e}"),
+        retry_after: None,
+    }
+}
+
+/// Adds a batch's price once per batch id, both writes in one script (a crash between two
+/// commands would lose the price for good: the resumed worker would find the id recorded).
+const RECORD_BATCH: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[2])
+end
+return 0
+"#;
+
 impl Ledger {
-    pub fn new(queue: Queue, job: &JobId, budget_micro_usd: Option<u64>) -> Self {
+    /// `budgeted`: whether the job had a budget when the shard was leased. A budget set or
+    /// changed later is read live by [`Ledger::check`].
+    pub fn new(queue: Queue, job: &JobId, budgeted: bool) -> Self {
         Self {
             queue,
             job_key: JobKeys::new(job).job(),
             batch_paid_key: JobKeys::new(job).batch_paid(),
-            budget_micro_usd,
+            budgeted,
         }
     }
 
-    /// What this job's judge calls have cost so far.
-    pub async fn paid(&self) -> Result<u64, CallError> {
+    /// `Err(Paused)` when the budget is spent, so the caller makes no call. The budget is the
+    /// job's current one (an operator may have raised it while this shard ran), and the spend
+    /// is the larger of what was paid and what the stored verdicts cost (a job from before
+    /// the live counter has only the latter).
+    pub async fn check(&self) -> Result<(), CallError> {
+        if !self.budgeted {
+            return Ok(());
+        }
         let mut conn = self.queue.conn();
-        let paid: Option<u64> = redis::cmd("HGET")
+        let (judge, paid, cost): (Option<String>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(&self.job_key)
+            .arg("judge")
             .arg(PAID_FIELD)
+            .arg("judge_cost_micro_usd")
             .query_async(&mut conn)
             .await
-            .map_err(|e| CallError::Transient {
-                message: format!("cannot read the judge spend from Redis: {e}"),
-                retry_after: None,
-            })?;
-        Ok(paid.unwrap_or(0))
-    }
-
-    /// `Err(Paused)` when the budget is spent, so the caller makes no call.
-    pub async fn check(&self) -> Result<(), CallError> {
-        let Some(budget) = self.budget_micro_usd else {
+            .map_err(redis_error)?;
+        let budget = judge
+            .and_then(|j| serde_json::from_str::<JudgeSettings>(&j).ok())
+            .and_then(|j| j.budget_micro_usd);
+        let Some(budget) = budget else {
             return Ok(());
         };
-        let paid = self.paid().await?;
-        if paid >= budget {
+        let spent = paid.unwrap_or(0).max(cost.unwrap_or(0));
+        if spent >= budget {
             return Err(CallError::Paused(format!(
                 "judge budget of ${:.4} reached (paid ${:.4})",
                 budget as f64 / 1e6,
-                paid as f64 / 1e6
+                spent as f64 / 1e6
             )));
         }
         Ok(())
     }
 
     /// Add the price of an answered call. A failure here is logged, not raised: the call is
-    /// paid either way, and its cost still reaches the job with the shard's counters.
+    /// paid either way, and the next successful record or the shard's committed cost
+    /// (`judge_cost_micro_usd`, which `check` also reads) brings the spend back in view.
     pub async fn record(&self, micro_usd: i64) {
         if micro_usd <= 0 {
             return;
@@ -101,18 +125,16 @@ impl Ledger {
     /// worker that died after the download resumes the same batch).
     pub async fn record_batch(&self, batch_id: &str, micro_usd: i64) {
         let mut conn = self.queue.conn();
-        let first: Result<bool, _> = redis::cmd("HSETNX")
-            .arg(&self.batch_paid_key)
+        let r: Result<i64, _> = redis::Script::new(RECORD_BATCH)
+            .key(&self.batch_paid_key)
+            .key(&self.job_key)
             .arg(batch_id)
             .arg(micro_usd)
-            .query_async(&mut conn)
+            .arg(PAID_FIELD)
+            .invoke_async(&mut conn)
             .await;
-        match first {
-            Ok(true) => self.record(micro_usd).await,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot add a judge batch's price to the job's spend")
-            }
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot add a judge batch's price to the job's spend");
         }
     }
 }

@@ -156,7 +156,11 @@ impl ShardProcessor for JudgeProcessor {
         let prices = self
             .prices
             .unwrap_or_else(|| Prices::for_model(&ctx.judge.model));
-        let ledger = Ledger::new(ctx.queue.clone(), &lease.job, ctx.judge.budget_micro_usd);
+        let ledger = Ledger::new(
+            ctx.queue.clone(),
+            &lease.job,
+            ctx.judge.budget_micro_usd.is_some(),
+        );
         if ctx.judge.mode != JudgeMode::Rules {
             ledger.check().await.map_err(call_error)?;
         }

@@ -59,14 +59,20 @@ pub enum Harness {
     FilteredOut,
 }
 
-/// `--list`, or a name filter that does not match `name`; other flags are ignored.
+/// `--list`, a name filter that does not match `name`, or a `--skip` that does; other flags
+/// are ignored.
 pub fn harness_request(name: &str, args: &[String]) -> Harness {
     let mut filters = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--list" => return Harness::List,
-            "--test-threads" | "--skip" | "--format" | "--color" | "--logfile" | "-Z" => {
+            "--skip" => {
+                if it.next().is_some_and(|skip| name.contains(skip.as_str())) {
+                    return Harness::FilteredOut;
+                }
+            }
+            "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
                 it.next();
             }
             s if s.starts_with('-') => {}
