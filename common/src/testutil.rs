@@ -43,6 +43,20 @@ impl RedisServer {
     }
 
     pub fn start_with(aof: bool, password: Option<&str>) -> std::io::Result<Self> {
+        Self::start_in_temp_dir(aof, password, None)
+    }
+
+    /// Start a server that speaks only TLS (no plain-TCP port), AOF on; its
+    /// [`url`](Self::url) is `rediss://127.0.0.1:PORT`.
+    pub fn start_tls(tls: ServerTls, password: Option<&str>) -> std::io::Result<Self> {
+        Self::start_in_temp_dir(true, password, Some(tls))
+    }
+
+    fn start_in_temp_dir(
+        aof: bool,
+        password: Option<&str>,
+        tls: Option<ServerTls>,
+    ) -> std::io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("conftag-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
         let mut s = Self {
@@ -52,25 +66,7 @@ impl RedisServer {
             aof,
             password: password.map(str::to_owned),
             owns_dir: true,
-            tls: None,
-        };
-        s.spawn()?;
-        Ok(s)
-    }
-
-    /// Start a server that speaks only TLS (no plain-TCP port), AOF on; its
-    /// [`url`](Self::url) is `rediss://127.0.0.1:PORT`.
-    pub fn start_tls(tls: ServerTls, password: Option<&str>) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("conftag-redis-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir)?;
-        let mut s = Self {
-            child: None,
-            port: free_port(),
-            dir,
-            aof: true,
-            password: password.map(str::to_owned),
-            owns_dir: true,
-            tls: Some(tls),
+            tls,
         };
         s.spawn()?;
         Ok(s)
@@ -315,6 +311,17 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The byte range an HTTP `Range: bytes=A-B` header asks of a body of `len` bytes (the whole
+/// body without one), for the test servers that stand in for the Hugging Face hub.
+pub fn byte_range(range_header: Option<&str>, len: usize) -> (usize, usize) {
+    let (a, b) = range_header
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+        .unwrap_or((0, len.saturating_sub(1)));
+    (a, b.min(len.saturating_sub(1)))
 }
 
 /// `n` made-up BoolQ-shaped rows (answer `true` on even indices), for tests and benchmarks

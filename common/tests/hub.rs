@@ -54,14 +54,10 @@ async fn resolve(
         return (StatusCode::NOT_FOUND, "Entry not found").into_response();
     };
     let len = bytes.len();
-    let (a, b) = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-        .unwrap_or((0, len - 1));
-    let b = b.min(len - 1);
+    let (a, b) = common::testutil::byte_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        len,
+    );
     let mut out = HeaderMap::new();
     let etag = format!(
         "{:x}{:08x}",

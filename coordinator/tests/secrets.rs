@@ -71,14 +71,10 @@ async fn resolve(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     hub.authorized.fetch_add(1, Ordering::Relaxed);
     let bytes = &hub.parquet;
     let len = bytes.len();
-    let (a, b) = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-        .unwrap_or((0, len - 1));
-    let b = b.min(len - 1);
+    let (a, b) = common::testutil::byte_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        len,
+    );
     let mut out = HeaderMap::new();
     out.insert(
         header::ETAG,

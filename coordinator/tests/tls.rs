@@ -91,6 +91,21 @@ fn samples(name: &str) -> String {
         .to_string()
 }
 
+/// A TLS-only Redis with a server certificate of `authority` (written under `dir`) and the
+/// test password.
+fn tls_only_server(dir: &Path, authority: &Ca) -> RedisServer {
+    let (cert, key) = leaf(dir, authority, "server", false);
+    RedisServer::start_tls(
+        ServerTls {
+            cert,
+            key,
+            client_ca: None,
+        },
+        Some(PASSWORD),
+    )
+    .unwrap()
+}
+
 fn submit_args(data: &str) -> Vec<&str> {
     vec![
         "submit",
@@ -112,16 +127,7 @@ fn submit_and_status_work_over_tls_with_the_ca_and_fail_clearly_without_it() {
     let d = dir.path();
     let authority = ca("conftag test CA");
     let ca_file = write_ca(d, &authority, "ca.pem");
-    let (cert, key) = leaf(d, &authority, "server", false);
-    let redis = RedisServer::start_tls(
-        ServerTls {
-            cert,
-            key,
-            client_ca: None,
-        },
-        Some(PASSWORD),
-    )
-    .unwrap();
+    let redis = tls_only_server(d, &authority);
     let url = redis.url();
     assert!(url.starts_with("rediss://"), "{url}");
     let data = samples("boolq.jsonl");
@@ -195,16 +201,7 @@ fn submit_and_status_work_over_tls_with_the_ca_and_fail_clearly_without_it() {
 async fn a_worker_does_not_wait_out_an_untrusted_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let authority = ca("conftag test CA");
-    let (cert, key) = leaf(dir.path(), &authority, "server", false);
-    let redis = RedisServer::start_tls(
-        ServerTls {
-            cert,
-            key,
-            client_ca: None,
-        },
-        Some(PASSWORD),
-    )
-    .unwrap();
+    let redis = tls_only_server(dir.path(), &authority);
     let url = common::redis_conn::RedisUrl::new(redis.url());
     let err = tokio::time::timeout(
         std::time::Duration::from_secs(60),

@@ -174,14 +174,13 @@ async fn run(cli: Cli) -> ExitCode {
         let mut config = cli.worker.worker_config(engine.concurrency());
         if let Engine::Mistral(m) = engine.as_ref() {
             let opts = cli.worker.engine_options();
-            let (device, roofline) = worker_infer::model_shape::worker_device(
-                &opts.weights,
-                opts.dtype,
-                m.on_gpu(),
-                cli.worker.gpu_name.clone(),
-                engine.concurrency(),
-                cli.worker.tensor_parallel_size,
-            );
+            let (on_gpu, gpu_name) = (m.on_gpu(), cli.worker.gpu_name.clone());
+            let (batch, tp) = (engine.concurrency(), cli.worker.tensor_parallel_size);
+            // nvidia-smi and the model's file headers: blocking, off the async threads.
+            let (device, roofline) = tokio::task::spawn_blocking(move || {
+                worker_infer::model_shape::worker_device(&opts.weights, opts.dtype, on_gpu, gpu_name, batch, tp)
+            })
+            .await?;
             match &roofline {
                 Some(r) => tracing::info!(%device, gpu = r.gpu.name, ceiling_at_empty_context = r.ceiling(0.0), "decode ceiling known"),
                 None => tracing::info!(%device, "no decode ceiling for this device"),

@@ -92,6 +92,16 @@ async fn job_with_predictions_for(
     id
 }
 
+/// A Redis of the test's own, a queue on it, and the fake judge with default settings.
+async fn redis_and_fake_judge() -> (RedisServer, Queue, FakeServer) {
+    let redis = RedisServer::start().unwrap();
+    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    (redis, queue, fake)
+}
+
 fn config() -> WorkerConfig {
     let mut c = WorkerConfig::new(Stage::Judge);
     c.exit_when_done = true;
@@ -284,11 +294,7 @@ async fn rate_limit_storms_5xx_garbage_and_hangs_are_ridden_out() {
 /// retries show in status.
 #[tokio::test]
 async fn a_garbage_storm_longer_than_the_content_retries_leaves_every_row_judged() {
-    let redis = RedisServer::start().unwrap();
-    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
     // One request at a time: the first row meets 5 garbage bodies in a row (more than the 2
     // content retries, and more than the client's 4 retries), the next row the 6th.
@@ -322,11 +328,7 @@ async fn a_garbage_storm_longer_than_the_content_retries_leaves_every_row_judged
 
 #[tokio::test]
 async fn refusals_become_row_errors_not_wrong_answers() {
-    let redis = RedisServer::start().unwrap();
-    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
     fault(&fake, Fault::Refusal, 0).await;
     run_judge(
@@ -347,11 +349,7 @@ async fn refusals_become_row_errors_not_wrong_answers() {
 
 #[tokio::test]
 async fn spent_quota_stops_the_worker_and_releases_its_shards() {
-    let redis = RedisServer::start().unwrap();
-    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 4).await;
     fault(&fake, Fault::Quota, 0).await;
     let err = run_judge(
@@ -500,15 +498,29 @@ async fn batch_mode_judges_through_the_batch_api_and_resumes_after_a_restart() {
         stats["batches_created"], 2,
         "one batch per shard, none paid twice"
     );
+    assert!(
+        st.judge.paid_usd > 0.0 && (st.judge.paid_usd - st.judge.cost_usd).abs() < 1e-9,
+        "each batch's price added once: {:?}",
+        st.judge
+    );
+}
+
+#[tokio::test]
+async fn a_batch_price_is_added_once_however_often_it_is_recorded() {
+    let (_redis, queue, _fake) = redis_and_fake_judge().await;
+    let id = job_with_predictions(&queue, JudgeMode::Batch, 4).await;
+    let ledger = worker_judge::ledger::Ledger::new(queue.clone(), &id, true);
+    // A worker that died after downloading a batch's results records it again on resume.
+    ledger.record_batch("batch_a", 500).await;
+    ledger.record_batch("batch_a", 500).await;
+    ledger.record_batch("batch_b", 300).await;
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert!((st.judge.paid_usd - 800e-6).abs() < 1e-12, "{:?}", st.judge);
 }
 
 #[tokio::test]
 async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
-    let redis = RedisServer::start().unwrap();
-    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
     // No retries per request: the one 500 fails its row, so the shard attempt fails after
     // the other 7 rows were judged (and paid for).
@@ -527,6 +539,11 @@ async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
     let stats = fake_stats(&fake).await;
     assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
     assert_eq!(st.judge.llm_calls, 8);
+    assert!(
+        (st.judge.paid_usd - st.judge.cost_usd).abs() < 1e-9,
+        "the money paid is the stored verdicts' cost: {:?}",
+        st.judge
+    );
 }
 
 /// `conftag requeue JOB --failed --stage judge --judge-budget-usd` as a request.
@@ -545,11 +562,7 @@ fn set_budget(micro_usd: u64) -> common::queue::RequeueRequest {
 
 #[tokio::test]
 async fn a_spent_judge_budget_pauses_the_job_until_it_is_raised() {
-    let redis = RedisServer::start().unwrap();
-    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 2).await;
     // A budget smaller than one shard's cost: the first shard is judged, then judging pauses.
     queue.requeue(&id, &set_budget(100)).await.unwrap();
@@ -588,11 +601,7 @@ async fn a_spent_judge_budget_pauses_the_job_until_it_is_raised() {
 
 #[tokio::test]
 async fn the_budget_stops_paid_calls_row_by_row_inside_a_shard() {
-    let redis = RedisServer::start().unwrap();
-    let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let (_redis, queue, fake) = redis_and_fake_judge().await;
     // All 8 rows in one shard, so a check per shard could not stop anything inside it.
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
     // A budget below one call's price, one call in flight: the first call is paid, then
