@@ -29,6 +29,7 @@ for name, value in pairs(counters) do
 end
 local now = now_ms()
 redis.call('ZREM', leased_key(stage), id)
+redis.call('HDEL', sk, 'started_ms')
 if stage == 'infer' then
   redis.call('HSET', sk, 'stage', 'judge', 'state', 'queued', 'attempts', 0, 'token', '',
     'worker', '', 'lease_until', 0, 'error', '')

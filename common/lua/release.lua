@@ -5,7 +5,5 @@
 local id, token = ARGV[1], ARGV[2]
 local stage = check_lease(id, token)
 if not stage then return 0 end
-redis.call('ZREM', leased_key(stage), id)
-redis.call('HSET', shard_key(id), 'state', 'queued', 'token', '', 'worker', '', 'lease_until', 0)
-redis.call('ZADD', queue_key(stage), now_ms(), id)
+unlease(id, stage, now_ms())
 return 1

@@ -56,6 +56,7 @@ local function requeue(id)
   if stage == 'done' or to == 'infer' then forget(id, sk, to) end
   redis.call('HSET', sk, 'stage', to, 'state', 'queued', 'attempts', 0, 'token', '',
     'worker', '', 'lease_until', 0, 'error', '')
+  redis.call('HDEL', sk, 'started_ms')
   redis.call('ZADD', queue_key(to), now, id)
   return true
 end

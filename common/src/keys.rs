@@ -10,7 +10,7 @@
 //! | `…:rows` | hash | row index → input row JSON (staged with a TTL before submit) |
 //! | `…:pred` | hash | row index → prediction record JSON |
 //! | `…:tagged` | hash | row index → tagged record JSON |
-//! | `…:shard:<n>` | hash | a shard's range, stage, state, attempts, lease token, error, stats |
+//! | `…:shard:<n>` | hash | a shard's range, stage, state, attempts, lease token and whether its holder started it (`started_ms`), error, stats |
 //! | `…:q:<stage>` | zset | queued shard ids, scored by the time they become ready (ms) |
 //! | `…:leased:<stage>` | zset | leased shard ids, scored by lease expiry (ms) |
 //! | `…:failed` | set | shard ids that used up their attempts |

@@ -1,11 +1,18 @@
 //! The shard queue on Redis: the client side of the Lua scripts in `common/lua/`.
 //!
 //! Life cycle of a shard (see the project's design contract):
-//! `queued --claim--> leased(token) --complete--> next stage queued | done`, with lapsed
-//! leases reclaimed on the next claim, errors retried after a backoff until `max_attempts`,
-//! then `failed`; operators requeue. Every transition is one script, so a crash between two
-//! commands can never split it, and every transition that writes results checks the lease
-//! token (fencing), so a worker that lost its lease cannot write.
+//! `queued --claim--> leased(token) --start--> leased, started --complete--> next stage
+//! queued | done`, with lapsed leases reclaimed on the next claim, errors retried after a
+//! backoff until `max_attempts`, then `failed`; operators requeue. Every transition is one
+//! script, so a crash between two commands can never split it, and every transition that
+//! writes results checks the lease token (fencing), so a worker that lost its lease cannot
+//! write.
+//!
+//! Attempts are spent by failures and by lapsed leases of *started* shards only. A worker
+//! leases a little ahead of its engine (look-ahead); when it dies (SIGKILL, preemption, OOM)
+//! the shards it held but had not started go back to the queue without spending an attempt
+//! (counted as `<stage>_leases_lapsed_unstarted`), while the ones it was running spend one,
+//! so a shard that kills every worker that runs it still ends `failed`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -112,6 +119,15 @@ pub enum RenewOutcome {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Marked (or already marked) started: a lapse of this lease now spends an attempt.
+    Started,
+    /// The token no longer holds the lease: stop working on the shard.
+    Stale,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompleteOutcome {
     Stored,
     /// The token no longer holds the lease: nothing was written.
@@ -160,6 +176,7 @@ pub struct RequeueOutcome {
 struct Scripts {
     submit: redis::Script,
     claim: redis::Script,
+    start: redis::Script,
     renew: redis::Script,
     complete: redis::Script,
     fail: redis::Script,
@@ -183,6 +200,7 @@ impl Scripts {
         Self {
             submit: script!("submit.lua"),
             claim: script!("claim.lua"),
+            start: script!("start.lua"),
             renew: script!("renew.lua"),
             complete: script!("complete.lua"),
             fail: script!("fail.lua"),
@@ -406,6 +424,26 @@ impl Queue {
             end,
             attempts,
         }))
+    }
+
+    /// Mark the shard of `lease` started: its holder hands the first rows to its engine. A
+    /// lease that lapses before this spends no attempt (the shard waited in a look-ahead
+    /// that died with its worker); one that lapses after spends one. Idempotent.
+    pub async fn start(&self, lease: &ShardLease) -> Result<StartOutcome, QueueError> {
+        let mut c = self.conn.clone();
+        let r: i64 = self
+            .scripts
+            .start
+            .key(JobKeys::new(&lease.job).job())
+            .arg(lease.shard)
+            .arg(&lease.token)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match r {
+            1 => StartOutcome::Started,
+            -1 => StartOutcome::Cancelled,
+            _ => StartOutcome::Stale,
+        })
     }
 
     pub async fn renew(

@@ -80,8 +80,13 @@ pub struct StageFailures {
     /// Attempts a worker reported as failed (and that spent an attempt).
     pub attempts_failed: u64,
     /// Leases that lapsed and were reclaimed: the holder died, hung or lost Redis for longer
-    /// than the lease.
+    /// than the lease. Those of started shards spent an attempt.
     pub leases_expired: u64,
+    /// Of `leases_expired`, those whose shard had not started: it waited in the dead worker's
+    /// look-ahead and went back to the queue without spending an attempt (what a preempted
+    /// worker costs beyond the shards it was running).
+    #[serde(default)]
+    pub leases_lapsed_unstarted: u64,
 }
 
 /// Failed attempts and lapsed leases per stage, so that every failure a run rode out shows
@@ -349,10 +354,12 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
             infer: StageFailures {
                 attempts_failed: counter(&h, "infer_attempts_failed"),
                 leases_expired: counter(&h, "infer_leases_expired"),
+                leases_lapsed_unstarted: counter(&h, "infer_leases_lapsed_unstarted"),
             },
             judge: StageFailures {
                 attempts_failed: counter(&h, "judge_attempts_failed"),
                 leases_expired: counter(&h, "judge_leases_expired"),
+                leases_lapsed_unstarted: counter(&h, "judge_leases_lapsed_unstarted"),
             },
         },
         failed_shards,

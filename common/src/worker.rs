@@ -7,6 +7,12 @@
 //! the leases: it renews them, cancels a shard's work when its lease is lost or its job is
 //! cancelled, and on shutdown stops claiming, waits `drain_grace` for in-flight shards, then
 //! releases the rest without spending an attempt.
+//!
+//! A held shard is *started* ([`ShardContext::started`], `start.lua`) when its work really
+//! begins: by the processor when its first row gets an engine slot, or by the runtime as
+//! `process` is called for processors that do not mark it themselves
+//! ([`ShardProcessor::marks_start`]). When a worker dies, only its started shards spend an
+//! attempt; the look-ahead it held goes back to the queue for free.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -23,7 +29,7 @@ use crate::job::{JobId, JobSpec, JudgeSettings};
 use crate::keys::JobKeys;
 use crate::metrics as m;
 use crate::queue::{
-    CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage,
+    CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage, StartOutcome,
 };
 use crate::roofline::Roofline;
 use crate::status::{self, WorkerInfo};
@@ -39,7 +45,8 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Pause between claim rounds when nothing was claimable.
     pub idle_poll: Duration,
-    /// Rows held at once across shards.
+    /// Rows held at once across shards: the worker claims another shard while it holds fewer
+    /// rows than this, so it may hold up to one shard (less a row) more.
     pub max_inflight_rows: u64,
     /// Time in-flight shards get to finish after a shutdown signal.
     pub drain_grace: Duration,
@@ -168,6 +175,29 @@ pub struct ShardContext {
     /// ([`WorkerStats::row_generated`]), so the rate a worker publishes moves while its shards
     /// are still running.
     pub stats: Arc<WorkerStats>,
+    /// Set once the shard is marked started (see [`ShardContext::started`]).
+    start_mark: Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl ShardContext {
+    /// Mark the shard started (`start.lua`): call it right before the shard's first row goes
+    /// to the engine (or its first paid call), not when the shard merely waits its turn. From
+    /// then on, a lapse of this lease (the worker died or hung) spends an attempt; before, it
+    /// puts the shard back for free. Only the first call reaches Redis; calls made while it is
+    /// under way wait for it, later ones return at once. A failure to mark is logged and the
+    /// work goes on (unmarked, a lapse costs the shard nothing); a lost lease is left to the
+    /// renewals to notice.
+    pub async fn started(&self) {
+        self.start_mark
+            .get_or_init(|| async {
+                match self.queue.start(&self.lease).await {
+                    Ok(StartOutcome::Started) => debug!("shard started"),
+                    Ok(other) => debug!(?other, "start not recorded: lease already gone"),
+                    Err(e) => warn!(error = %e, "cannot mark the shard started; working on"),
+                }
+            })
+            .await;
+    }
 }
 
 /// A processed shard: result rows (row index, record JSON) and counters to add to the job.
@@ -208,6 +238,13 @@ pub enum ProcessError {
 pub trait ShardProcessor: Send + Sync + 'static {
     /// Whether this worker takes shards of this job.
     fn accepts(&self, spec: &JobSpec, judge: &JudgeSettings) -> bool;
+    /// Whether `process` calls [`ShardContext::started`] itself when the shard's work really
+    /// begins (a row gets an engine slot). When false, the runtime marks every shard started
+    /// as `process` is called, so a held shard counts as running from the moment its task
+    /// starts.
+    fn marks_start(&self) -> bool {
+        false
+    }
     fn process(
         &self,
         ctx: ShardContext,
@@ -401,7 +438,15 @@ async fn run_loop<P: ShardProcessor>(
                             let key = lease.token.clone();
                             let cancel = CancellationToken::new();
                             held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone() });
-                            let ctx = ShardContext { lease, spec, judge, queue: queue.clone(), cancel, stats: stats.clone() };
+                            let ctx = ShardContext {
+                                lease,
+                                spec,
+                                judge,
+                                queue: queue.clone(),
+                                cancel,
+                                stats: stats.clone(),
+                                start_mark: Arc::new(tokio::sync::OnceCell::new()),
+                            };
                             let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
                             tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key).instrument(span));
                         }
@@ -598,8 +643,15 @@ async fn run_shard<P: ShardProcessor>(
     let lease = ctx.lease.clone();
     let cancel = ctx.cancel.clone();
     debug!(rows = lease.rows(), "processing");
+    let marks_start = processor.marks_start();
+    let work = async move {
+        if !marks_start {
+            ctx.started().await;
+        }
+        processor.process(ctx).await
+    };
     let result = tokio::select! {
-        r = processor.process(ctx) => r,
+        r = work => r,
         _ = cancel.cancelled() => Err(ProcessError::Cancelled),
     };
     let stage = config.stage.name();

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use common::dataset::{Dataset, InputRow};
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
+use common::keys::JobKeys;
 use common::queue::{
     CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
-    ShardLease, Stage, SubmitOutcome,
+    ShardLease, Stage, StartOutcome, SubmitOutcome,
 };
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
@@ -147,6 +148,8 @@ async fn a_lapsed_lease_is_reclaimed_and_the_old_token_is_fenced_off() {
         .await
         .unwrap()
         .unwrap();
+    // The dead worker had started the shard (unstarted shards: the preemption tests below).
+    assert_eq!(queue.start(&dead).await.unwrap(), StartOutcome::Started);
     tokio::time::sleep(Duration::from_millis(250)).await;
     let alive = queue
         .claim(&id, Stage::Infer, "alive", LEASE)
@@ -154,7 +157,11 @@ async fn a_lapsed_lease_is_reclaimed_and_the_old_token_is_fenced_off() {
         .unwrap()
         .unwrap();
     assert_eq!(alive.shard, dead.shard);
-    assert_eq!(alive.attempts, 1, "a lapsed lease spends an attempt");
+    assert_eq!(
+        alive.attempts, 1,
+        "a lapsed lease of a started shard spends an attempt"
+    );
+    assert_eq!(queue.start(&dead).await.unwrap(), StartOutcome::Stale);
     assert_eq!(queue.renew(&dead, LEASE).await.unwrap(), RenewOutcome::Lost);
     assert_eq!(complete(&queue, &dead).await, CompleteOutcome::Stale);
     assert_eq!(complete(&queue, &alive).await, CompleteOutcome::Stored);
@@ -165,9 +172,10 @@ async fn a_lapsed_lease_is_reclaimed_and_the_old_token_is_fenced_off() {
     assert_eq!(
         (
             st.failures.infer.leases_expired,
-            st.failures.infer.attempts_failed
+            st.failures.infer.attempts_failed,
+            st.failures.infer.leases_lapsed_unstarted
         ),
-        (1, 0),
+        (1, 0, 0),
         "the lapsed lease shows in status"
     );
 }
@@ -460,4 +468,222 @@ async fn a_worker_started_while_redis_is_down_waits_for_it() {
     .unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert!(!err.to_string().contains("s3cr3t-guess"), "{err}");
+}
+
+// Preemption (issue 13).
+// Preemption at the queue level, against a real `redis-server`: a lapsed lease spends an
+// attempt only when its holder had started the shard (`start.lua`). Shards a dead worker
+// merely held in its look-ahead come back for free however often that happens, while a
+// started shard whose lease lapses again and again (a shard that kills its worker) still
+// ends `failed` after its attempts. The same with real worker processes:
+// `worker-infer/tests/preemption.rs`.
+
+async fn claim_all(queue: &Queue, job: &common::job::JobId, lease: Duration) -> Vec<ShardLease> {
+    let mut out = Vec::new();
+    while let Some(l) = queue.claim(job, Stage::Infer, "w", lease).await.unwrap() {
+        out.push(l);
+    }
+    out
+}
+
+async fn started_ms(queue: &Queue, lease: &ShardLease) -> Option<u64> {
+    let mut c = queue.conn();
+    redis::cmd("HGET")
+        .arg(JobKeys::new(&lease.job).shard(lease.shard))
+        .arg("started_ms")
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
+
+/// The queue-level version of issue 13: a worker leases every shard, starts one, dies; again
+/// and again, more times than `max_attempts`. The shards it never started keep all their
+/// attempts; the one it started each time (a poison pill) is dead-lettered after its
+/// attempts, with the lapses as its error; status tells the two kinds of lapse apart.
+#[tokio::test]
+async fn unstarted_lapses_spend_no_attempt_and_a_started_shard_still_dead_letters() {
+    const SHARDS: u64 = 10;
+    const MAX_ATTEMPTS: u32 = 3;
+    const ROUNDS: u32 = 6;
+    const POISON: u64 = 4;
+    // Long enough that no lease of a round lapses while the round is still claiming.
+    let short = Duration::from_millis(500);
+    let (_server, queue, s) = setup(SHARDS, 1, MAX_ATTEMPTS).await;
+    let id = s.id();
+    for round in 0..ROUNDS {
+        // The first claim of the round reaps the previous round's leases.
+        let leases = claim_all(&queue, &id, short).await;
+        let poison_alive = round < MAX_ATTEMPTS;
+        assert_eq!(
+            leases.len() as u64,
+            if poison_alive { SHARDS } else { SHARDS - 1 },
+            "round {round}: every shard but a dead-lettered one is claimable again"
+        );
+        for l in &leases {
+            if l.shard == POISON {
+                assert_eq!(
+                    l.attempts, round,
+                    "round {round}: each started lapse spends one"
+                );
+                assert_eq!(queue.start(l).await.unwrap(), StartOutcome::Started);
+            } else {
+                assert_eq!(
+                    l.attempts, 0,
+                    "round {round}: shard {} lapsed unstarted and spent an attempt",
+                    l.shard
+                );
+                assert_eq!(
+                    started_ms(&queue, l).await,
+                    Some(0),
+                    "a claim starts unstarted"
+                );
+            }
+        }
+        tokio::time::sleep(short + Duration::from_millis(300)).await;
+    }
+
+    // A healthy worker finishes the rest: no shard lost an attempt to the lapses.
+    let leases = claim_all(&queue, &id, Duration::from_secs(30)).await;
+    assert_eq!(leases.len() as u64, SHARDS - 1);
+    for l in &leases {
+        assert_eq!(l.attempts, 0, "shard {}", l.shard);
+        assert_eq!(complete(&queue, l).await, CompleteOutcome::Stored);
+    }
+
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(st.rows_inferred, SHARDS - 1, "every other row once");
+    assert_eq!(st.shards.failed, 1);
+    assert_eq!(st.failed_shards.len(), 1);
+    let poison = &st.failed_shards[0];
+    assert_eq!(
+        (poison.shard, poison.stage.as_str(), poison.attempts),
+        (POISON, "infer", u64::from(MAX_ATTEMPTS))
+    );
+    assert!(
+        poison.error.contains("lease expired"),
+        "the poison pill's error names the lapse: {}",
+        poison.error
+    );
+    let unstarted = (SHARDS - 1) * u64::from(ROUNDS);
+    let f = st.failures.infer;
+    assert_eq!(
+        (
+            f.leases_expired,
+            f.leases_lapsed_unstarted,
+            f.attempts_failed
+        ),
+        (unstarted + u64::from(MAX_ATTEMPTS), unstarted, 0),
+        "status counts every lapse and tells the unstarted ones apart"
+    );
+    let text = serde_json::to_value(&st).unwrap();
+    assert_eq!(
+        text.pointer("/failures/infer/leases_lapsed_unstarted"),
+        Some(&json!(unstarted)),
+        "`conftag status --json` shows the counter"
+    );
+    // The judge stage still has the other shards to do: the job is not failed yet.
+    assert_eq!(st.state, JobState::Running);
+}
+
+/// `start` is fenced by the lease token like every other transition, keeps the first time
+/// when repeated, and answers `Cancelled` for a cancelled job; a release clears the mark, a
+/// new claim starts unstarted.
+#[tokio::test]
+async fn start_is_fenced_idempotent_and_cleared_by_the_next_transition() {
+    let (_server, queue, s) = setup(4, 2, 3).await;
+    let id = s.id();
+    let long = Duration::from_secs(30);
+    let l1 = queue
+        .claim(&id, Stage::Infer, "w", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started_ms(&queue, &l1).await, Some(0));
+    assert_eq!(queue.start(&l1).await.unwrap(), StartOutcome::Started);
+    let first = started_ms(&queue, &l1).await.unwrap();
+    assert!(first > 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(queue.start(&l1).await.unwrap(), StartOutcome::Started);
+    assert_eq!(
+        started_ms(&queue, &l1).await,
+        Some(first),
+        "the first start is kept"
+    );
+
+    // A release (drain) spends nothing and clears the mark; the old token is refused.
+    assert!(queue.release(&l1).await.unwrap());
+    assert_eq!(started_ms(&queue, &l1).await, None);
+    assert_eq!(queue.start(&l1).await.unwrap(), StartOutcome::Stale);
+    let l2 = queue
+        .claim(&id, Stage::Infer, "w", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l2.attempts, 0);
+    assert_eq!(started_ms(&queue, &l2).await, Some(0));
+
+    // A completion clears it too.
+    assert_eq!(queue.start(&l2).await.unwrap(), StartOutcome::Started);
+    assert_eq!(complete(&queue, &l2).await, CompleteOutcome::Stored);
+    assert_eq!(started_ms(&queue, &l2).await, None);
+
+    let l3 = queue
+        .claim(&id, Stage::Infer, "w", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(queue.cancel(&id).await.unwrap());
+    assert_eq!(queue.start(&l3).await.unwrap(), StartOutcome::Cancelled);
+}
+
+/// A lease taken by a `claim.lua` from before start marks (an older worker during a rolling
+/// upgrade) has no `started_ms`; it keeps the old rule: its lapse spends an attempt. A failed
+/// attempt spends one whether or not the shard was marked.
+#[tokio::test]
+async fn a_lease_without_a_start_mark_field_keeps_the_old_rule() {
+    let (_server, queue, s) = setup(2, 2, 5).await;
+    let id = s.id();
+    let old = queue
+        .claim(&id, Stage::Infer, "old-worker", Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = queue.conn();
+    let _: () = redis::cmd("HDEL")
+        .arg(JobKeys::new(&id).shard(old.shard))
+        .arg("started_ms")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let again = queue
+        .claim(&id, Stage::Infer, "new-worker", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.shard, old.shard);
+    assert_eq!(again.attempts, 1);
+    // Unstarted, a reported failure still spends an attempt.
+    assert_eq!(
+        queue
+            .fail(&again, "boom", Duration::ZERO, false)
+            .await
+            .unwrap(),
+        common::queue::FailOutcome::Retrying
+    );
+    let third = queue
+        .claim(&id, Stage::Infer, "new-worker", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((third.shard, third.attempts), (old.shard, 2));
+    let st = status::job_status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (
+            st.failures.infer.leases_expired,
+            st.failures.infer.leases_lapsed_unstarted,
+            st.failures.infer.attempts_failed
+        ),
+        (1, 0, 1)
+    );
 }

@@ -1,7 +1,9 @@
-//! Property test: random interleavings of claim / renew / complete / fail / release / lease
-//! expiry / requeue against an in-memory model of the shard state machine, on a real Redis.
-//! Invariants: every transition's outcome matches the model (a stale token is always refused),
-//! and after draining, every row was completed exactly once per stage.
+//! Property test: random interleavings of claim / start / renew / complete / fail / release /
+//! lease expiry / requeue against an in-memory model of the shard state machine, on a real
+//! Redis. Invariants: every transition's outcome matches the model (a stale token is always
+//! refused), a lapsed lease spends an attempt only when its shard was started (the attempts
+//! every claim reports match the model), and after draining, every row was completed exactly
+//! once per stage.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use common::dataset::Dataset;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{
     CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
-    ShardLease, Stage,
+    ShardLease, Stage, StartOutcome,
 };
 use common::redis_conn::RedisUrl;
 use common::status;
@@ -26,6 +28,7 @@ const LONG: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 enum Op {
     Claim { judge: bool, short: bool },
+    Start(usize),
     Renew(usize),
     Complete(usize),
     Fail(usize),
@@ -36,6 +39,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (any::<bool>(), any::<bool>()).prop_map(|(judge, short)| Op::Claim { judge, short }),
+        2 => (0usize..8).prop_map(Op::Start),
         1 => (0usize..8).prop_map(Op::Renew),
         3 => (0usize..8).prop_map(Op::Complete),
         1 => (0usize..8).prop_map(Op::Fail),
@@ -59,6 +63,8 @@ struct ShardModel {
     attempts: u32,
     token: String,
     short: bool,
+    /// The current lease was marked started.
+    started: bool,
 }
 
 struct Model {
@@ -76,6 +82,7 @@ impl Model {
                     attempts: 0,
                     token: String::new(),
                     short: false,
+                    started: false,
                 })
                 .collect(),
         }
@@ -88,6 +95,7 @@ impl Model {
         let s = &mut self.shards[id];
         s.attempts += 1;
         s.token.clear();
+        s.started = false;
         s.state = if s.attempts >= MAX_ATTEMPTS {
             State::Failed
         } else {
@@ -95,11 +103,23 @@ impl Model {
         };
         s.state
     }
-    /// Every claim first reaps lapsed (short) leases.
+    /// Put a shard back in its queue without spending an attempt.
+    fn unlease(&mut self, id: usize) {
+        let s = &mut self.shards[id];
+        s.state = State::Queued;
+        s.token.clear();
+        s.started = false;
+    }
+    /// Every claim first reaps lapsed (short) leases: a started shard spends an attempt, an
+    /// unstarted one goes back for free.
     fn reap(&mut self) {
         for id in 0..self.shards.len() {
             if self.shards[id].state == State::Leased && self.shards[id].short {
-                self.spend(id);
+                if self.shards[id].started {
+                    self.spend(id);
+                } else {
+                    self.unlease(id);
+                }
             }
         }
     }
@@ -150,6 +170,7 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
                         s.state = State::Leased;
                         s.token = l.token.clone();
                         s.short = short;
+                        s.started = false;
                         leases.push(l);
                     }
                     None => prop_assert!(
@@ -159,6 +180,17 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
                             .any(|s| s.state == State::Queued && s.stage == stage),
                         "claim found nothing but the model has a queued shard"
                     ),
+                }
+            }
+            Op::Start(i) if i < leases.len() => {
+                let l = &leases[i];
+                let holds = model.holds(l);
+                let got = q.start(l).await.unwrap();
+                if holds {
+                    prop_assert_eq!(got, StartOutcome::Started);
+                    model.shards[l.shard as usize].started = true;
+                } else {
+                    prop_assert_eq!(got, StartOutcome::Stale, "a stale token marked a start");
                 }
             }
             Op::Renew(i) if i < leases.len() => {
@@ -180,6 +212,7 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
                     prop_assert_eq!(got, CompleteOutcome::Stored);
                     let s = &mut model.shards[l.shard as usize];
                     s.token.clear();
+                    s.started = false;
                     s.attempts = 0;
                     if l.stage == Stage::Infer {
                         s.stage = Stage::Judge;
@@ -210,9 +243,7 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
                 let holds = model.holds(&l);
                 prop_assert_eq!(q.release(&l).await.unwrap(), holds);
                 if holds {
-                    let s = &mut model.shards[l.shard as usize];
-                    s.state = State::Queued;
-                    s.token.clear();
+                    model.unlease(l.shard as usize);
                 }
             }
             Op::RequeueFailed => {

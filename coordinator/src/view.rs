@@ -119,12 +119,14 @@ pub fn status_text(doc: &StatusDocument) -> String {
         let f = &j.failures;
         if f != &Default::default() || j.judge.call_retries > 0 {
             out.push_str(&format!(
-                "\n{}: ridden out: infer {} failed attempt(s), {} lapsed lease(s); judge {} failed attempt(s), {} lapsed lease(s), {} API call(s) retried",
+                "\n{}: ridden out: infer {} failed attempt(s), {} lapsed lease(s) ({} of unstarted shards, no attempt spent); judge {} failed attempt(s), {} lapsed lease(s) ({} of unstarted shards, no attempt spent), {} API call(s) retried",
                 j.id,
                 f.infer.attempts_failed,
                 f.infer.leases_expired,
+                f.infer.leases_lapsed_unstarted,
                 f.judge.attempts_failed,
                 f.judge.leases_expired,
+                f.judge.leases_lapsed_unstarted,
                 j.judge.call_retries
             ));
         }

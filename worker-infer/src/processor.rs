@@ -1,5 +1,9 @@
-//! Inference of a shard: every row goes to the engine at once (the engine's own concurrency
-//! cap decides how many run together), so rows of all held shards share the batch.
+//! Inference of a shard: every row of every held shard queues for one of the engine's slots
+//! (as many as the engine runs requests at once), so rows of all held shards share the batch.
+//! The slots are taken here, in front of the engine, so the worker knows when a shard really
+//! starts: the first of its rows to get a slot marks it started (`start.lua`). Rows still
+//! waiting for a slot are look-ahead; if the worker dies, their shards go back to the queue
+//! without spending an attempt.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +11,7 @@ use std::sync::Arc;
 use common::job::{JobSpec, JudgeSettings};
 use common::records::PredictionRecord;
 use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
+use tokio::sync::Semaphore;
 
 use crate::backend::Engine;
 use crate::engine::GenerateError;
@@ -16,13 +21,19 @@ pub struct InferProcessor {
     /// The model name jobs must carry to be served here.
     model: String,
     engine: Arc<Engine>,
+    /// One permit per request the engine runs at once, taken before a row goes to the engine
+    /// (whose own cap then never makes it wait) and held until its answer is back.
+    slots: Semaphore,
 }
 
 impl InferProcessor {
+    /// `engine` must have its final concurrency (after any self-check): it sizes the slots.
     pub fn new(model: impl Into<String>, engine: Arc<Engine>) -> Self {
+        let slots = Semaphore::new(engine.concurrency().max(1));
         Self {
             model: model.into(),
             engine,
+            slots,
         }
     }
 }
@@ -30,6 +41,10 @@ impl InferProcessor {
 impl ShardProcessor for InferProcessor {
     fn accepts(&self, spec: &JobSpec, _judge: &JudgeSettings) -> bool {
         spec.model == self.model
+    }
+
+    fn marks_start(&self) -> bool {
+        true
     }
 
     async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
@@ -42,6 +57,10 @@ impl ShardProcessor for InferProcessor {
         // sequence whose caller went away, so ending the attempt early would leave those rows
         // decoding beside the next shard's, past the engine's concurrency cap.
         let results = futures::future::join_all(rows.iter().map(|r| async {
+            // Slots go first come, first served: the rows of the shard claimed first run
+            // first, and a shard counts as started from its first row in the engine.
+            let _slot = self.slots.acquire().await.expect("semaphore open");
+            ctx.started().await;
             match self
                 .engine
                 .generate(&r.prompt, ctx.spec.prompt_mode, ctx.spec.max_tokens)

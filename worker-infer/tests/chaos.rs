@@ -530,10 +530,10 @@ async fn submit(url: &str, data: &[(String, PathBuf)]) {
         "4",
         "--max-tokens",
         "16",
-        // Faults that are no fault of the shard's (kills, outages, 429 storms) spend
-        // attempts; dead-lettering is tested in common/tests/queue.rs, here no shard may fail.
-        "--max-attempts",
-        "1000",
+        // The default --max-attempts (5): a kill or an outage spends an attempt only of the
+        // shards being processed (the look-ahead a killed worker held comes back for free),
+        // and a shard is retried across fault episodes; no shard may fail here.
+        // Dead-lettering is tested in common/tests/queue.rs and tests/preemption.rs.
     ]
     .iter()
     .map(|s| s.to_string())

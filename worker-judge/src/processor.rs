@@ -1,6 +1,11 @@
 //! Judging a shard: every row of the shard is judged (rules, LLM, or both in hybrid mode)
 //! with at most `num_workers` LLM calls in flight across all shards of the process, then
 //! tagged exactly as the seed did.
+//!
+//! A shard is marked started (`ShardContext::started`) when its first row gets an LLM call
+//! slot, when the rules judge it, or when its batch is submitted or resumed; shards whose
+//! rows still wait for a slot are look-ahead that a dead worker gives back without spending
+//! an attempt.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +32,8 @@ struct JobJudging<'a> {
     judge: &'a JudgeSettings,
     prices: Prices,
     ledger: &'a Ledger,
+    /// The shard's context, to mark it started when its first call gets a slot.
+    shard: &'a ShardContext,
 }
 
 /// Price of the judge model per million tokens, in USD.
@@ -143,6 +150,10 @@ impl ShardProcessor for JudgeProcessor {
         }
     }
 
+    fn marks_start(&self) -> bool {
+        true
+    }
+
     async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
         let lease = &ctx.lease;
         let inputs = ctx
@@ -164,11 +175,17 @@ impl ShardProcessor for JudgeProcessor {
         if ctx.judge.mode != JudgeMode::Rules {
             ledger.check().await.map_err(call_error)?;
         }
+        // Rules judge at once and a batch is one job of the API's: the work starts now. LLM
+        // rows start when the first of them gets a call slot (`call_llm`).
+        if matches!(ctx.judge.mode, JudgeMode::Rules | JudgeMode::Batch) {
+            ctx.started().await;
+        }
         let job = JobJudging {
             spec: &ctx.spec,
             judge: &ctx.judge,
             prices,
             ledger: &ledger,
+            shard: &ctx,
         };
         if ctx.judge.mode == JudgeMode::Batch {
             return self.process_batch(&ctx, &inputs, &preds, &job).await;
@@ -428,6 +445,7 @@ impl JudgeProcessor {
             .as_ref()
             .ok_or_else(|| CallError::Fatal("no judge API configured".into()))?;
         let _permit = self.in_flight.acquire().await.expect("semaphore open");
+        job.shard.started().await;
         // Checked with the permit held, right before paying: the overshoot past the budget
         // is at most the calls already in flight.
         job.ledger.check().await?;
