@@ -53,6 +53,7 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-$cache/target-cuda}"
 nvcc --version | tail -2
 cd "$root"
+engine-patches/apply.sh
 cargo build --release -p worker-infer --features "$features"
 bin="$CARGO_TARGET_DIR/release/conftag-infer"
 strip "$bin" -o "$bin.stripped"

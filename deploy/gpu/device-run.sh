@@ -3,6 +3,10 @@
 #   .gpu/conftag-infer.xz  CUDA build of conftag-infer (deploy/gpu/build-cuda.sh)
 #   .gpu/conftag           conftag (CPU build), .gpu/redis-server + .gpu/lib/*.so
 # usage: deploy/gpu/device-run.sh STEP...
+#   patched      the engine issue's sweep, patched engine: equal 250/128 and the real mix
+#   published    the same binary with MISTRALRS_UNPATCHED=1 (mistral.rs as published)
+#   divergence   concurrent vs one-at-a-time answers, small f32 + 8B bf16, near-tie check
+#   hfmix        (d) HF generate on the equal shape and the real mix
 #   correctness  small f32 model: concurrent vs one-at-a-time vs HF greedy (paged and plain)
 #   bench8b      (a) bare mistral.rs, 8B shape bf16; SHAPE=boolq (250/128) or math (150/512)
 #   profile8b    flamegraphs of the bare engine at 1 and 64 in flight (needs --features profile)
@@ -86,7 +90,77 @@ wait_loaded() {
   done
 }
 
+# Append bench JSON lines ($1) to $OUT/gpu-results.jsonl as {"date","card","shape","engine",…}.
+label() {
+  [ -s "$1" ] || return 0
+  python3 - "$1" "$2" "$3" "$(head -1 "$OUT/gpu.txt" | cut -d, -f1)" >>"$OUT/gpu-results.jsonl" <<'PY'
+import datetime, json, sys
+path, engine, shape, card = sys.argv[1:5]
+for line in open(path):
+    r = json.loads(line)
+    print(json.dumps({"date": datetime.date.today().isoformat(), "card": card, "shape": shape,
+                      "engine": engine, "in_flight": r["in_flight"], "rows": r["rows"],
+                      "out_tok_s": r["out_tok_s"], "step_ms": r.get("step_ms")}))
+PY
+}
+# The engine issue's sweep: bare engine, 8B shape bf16, PagedAttention, patched and (with
+# MISTRALRS_UNPATCHED=1, the same binary) as published, on the equal 250/128 shape and the
+# real mix (deploy/gpu/real-mix.json). Rows: 2 x in flight (4 at 1), so sequences finish and
+# new ones join. The step log (MISTRALRS_DEBUG) goes to the .log files.
+bench_engine() { # engine-label shape-label in-flight [bench args...]
+  local engine=$1 shape=$2 flights=$3; shift 3
+  local env=(); [ "$engine" = mistralrs-published ] && env=(MISTRALRS_UNPATCHED=1)
+  echo "== $engine $shape in flight $flights" | tee -a "$OUT/summary.txt"
+  env "${env[@]}" MISTRALRS_DEBUG=1 RUST_LOG=warn,mistralrs_core::engine=info timeout "${BENCH_TIMEOUT:-400}" \
+    "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "$flights" \
+    --jsonl "$W/$engine-$shape.jsonl" "$@" 2>>"$OUT/$engine-$shape.log" | tee -a "$OUT/summary.txt"
+  label "$W/$engine-$shape.jsonl" "$engine" "$shape"; rm -f "$W/$engine-$shape.jsonl"
+}
+
 for step in "$@"; do case "$step" in
+patched)
+  model8b
+  bench_engine mistralrs-patched equal-250-128 "${IN_FLIGHT:-1,16,64,128,256}" --prompt-words 250 --new-tokens 128
+  bench_engine mistralrs-patched real-mix "${IN_FLIGHT:-1,16,64,128,256}" --mix deploy/gpu/real-mix.json ;;
+published)
+  model8b
+  # As published the engine preempts and re-prefills by length: 64 in flight ran at ~114
+  # tok/s, so rows = in flight here and the sweep stops at 64 (128/256 would take minutes).
+  for c in ${PUB_FLIGHTS:-1 16 64}; do
+    bench_engine mistralrs-published equal-250-128 "$c" --rows "$c" --prompt-words 250 --new-tokens 128
+  done
+  bench_engine mistralrs-published real-mix "${PUB_MIX_FLIGHTS:-16}" --rows "${PUB_MIX_ROWS:-32}" --mix deploy/gpu/real-mix.json ;;
+divergence)
+  # Concurrent vs one-at-a-time greedy answers (32 word prompts of different lengths, all at
+  # once) on the small f32 model and the 8B shape in bf16, and for every answer that differs,
+  # the float32 reference's logit gap at the first differing token (deploy/gpu/divergence.py).
+  [ -d "$W/small" ] || python3 deploy/gpu/gen_model.py "$W/small" small f32 >/dev/null
+  model8b
+  for m in small:f32 8b:bf16; do
+    dir="$W/${m%%:*}"; dt="${m##*:}"
+    for env in patched published; do
+      e=(); [ $env = published ] && e=(MISTRALRS_UNPATCHED=1)
+      env "${e[@]}" "$infer" --weights "$dir" --dtype "$dt" --max-num-seqs 32 self-check --word-prompts --prompts 32 \
+        --new-tokens "${DIV_TOKENS:-48}" --out "$OUT/selfcheck_${m%%:*}_$env.json" 2>"$OUT/selfcheck_${m%%:*}_$env.log" \
+        | sed "s/^/${m%%:*} $env /" | tee -a "$OUT/summary.txt"
+    done
+    python3 deploy/gpu/divergence.py "$dir" "$OUT/selfcheck_${m%%:*}_patched.json" "$OUT/selfcheck_${m%%:*}_published.json" \
+      2>"$OUT/divergence_${m%%:*}.err" | tee -a "$OUT/summary.txt"
+  done ;;
+hfmix)
+  model8b
+  echo "== (d) HF transformers generate, bf16, equal 250/128 and the real mix" | tee -a "$OUT/summary.txt"
+  python3 deploy/gpu/hf_bench.py "$W/8b" 250 128 ${HF_BATCHES:-16 64 256} 2>>"$OUT/hf.jsonl" | tee -a "$OUT/summary.txt"
+  python3 deploy/gpu/hf_bench.py "$W/8b" --mix deploy/gpu/real-mix.json ${HF_BATCHES:-16 64 256} 2>>"$OUT/hf.jsonl" | tee -a "$OUT/summary.txt"
+  python3 - "$OUT/hf.jsonl" "$(head -1 "$OUT/gpu.txt" | cut -d, -f1)" >>"$OUT/gpu-results.jsonl" <<'PY'
+import datetime, json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        r = json.loads(line)
+        r = {"date": datetime.date.today().isoformat(), "card": sys.argv[2], **r}
+        print(json.dumps(r))
+PY
+  ;;
 correctness)
   [ -d "$W/small" ] || python3 deploy/gpu/gen_model.py "$W/small" small f32 >/dev/null
   echo "== correctness: small f32 model, 32 word prompts, 48 new tokens"

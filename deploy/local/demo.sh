@@ -35,7 +35,8 @@ if [ -n "${CONFTAG_BIN_DIR:-}" ]; then
   target="$CONFTAG_BIN_DIR"
   log "using the binaries in $target"
 else
-  log "building conftag (cargo, profile $profile)"
+  log "building conftag (cargo, profile $profile) with the patched engine"
+  "$root/engine-patches/apply.sh" >&2
   cargo build --profile "$profile" --bins -q
   target="${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 fi

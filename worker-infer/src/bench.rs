@@ -1,6 +1,7 @@
 //! `conftag-infer bench`: bare engine throughput (no Redis), output tokens/s by requests in
 //! flight, on prompts of an exact token length for word-level test tokenizers
-//! (`w0 w1 …`, one token per word) or approximate otherwise.
+//! (`w0 w1 …`, one token per word) or approximate otherwise; or, with `--mix`, prompts of the
+//! token lengths of real seed prompts, each with its own budget (`deploy/gpu/real_mix.py`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +39,63 @@ pub fn prompts(n: usize, words: usize, vocab: usize) -> Vec<String> {
         .collect()
 }
 
+/// One row of a benchmark mix: a prompt length (in words, one token each with the word-level
+/// test tokenizer) and that row's new-token budget.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MixRow {
+    #[serde(default)]
+    pub dataset: String,
+    pub prompt_tokens: usize,
+    pub max_new_tokens: u32,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MixFile {
+    rows: Vec<MixRow>,
+}
+
+/// Read a mix written by `deploy/gpu/real_mix.py` (`{"rows": [{"prompt_tokens",
+/// "max_new_tokens"}, …]}`).
+pub fn load_mix(path: &std::path::Path) -> Result<Vec<MixRow>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mix: MixFile =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if mix.rows.is_empty() {
+        return Err(format!("{}: `rows` is empty", path.display()));
+    }
+    if let Some(i) = mix
+        .rows
+        .iter()
+        .position(|r| r.prompt_tokens == 0 || r.max_new_tokens == 0)
+    {
+        return Err(format!(
+            "{}: row {i}: prompt_tokens and max_new_tokens must be at least 1",
+            path.display()
+        ));
+    }
+    Ok(mix.rows)
+}
+
+/// `n` rows of the mix (cycled when the mix is shorter) as word prompts and budgets.
+pub fn mix_prompts(mix: &[MixRow], n: usize) -> Vec<(String, u32)> {
+    let longest = mix.iter().map(|r| r.prompt_tokens).max().unwrap_or(1);
+    let words = prompts(1, longest, 1000).pop().unwrap_or_default();
+    let words: Vec<&str> = words.split(' ').collect();
+    (0..n)
+        .map(|i| {
+            let r = &mix[i % mix.len()];
+            // Rows share no prefix beyond their first word (prefix caching is off anyway).
+            let start = (i * 7) % words.len().max(1);
+            let prompt = (0..r.prompt_tokens)
+                .map(|j| words[(start + j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ");
+            (prompt, r.max_new_tokens)
+        })
+        .collect()
+}
+
+/// `rows` prompts of `prompt_words` words, each with `new_tokens` to generate.
 pub async fn run(
     engine: Arc<Engine>,
     in_flight: usize,
@@ -45,15 +103,28 @@ pub async fn run(
     prompt_words: usize,
     new_tokens: u32,
 ) -> Result<BenchRow, GenerateError> {
+    let work = prompts(rows, prompt_words, 1000)
+        .into_iter()
+        .map(|p| (p, new_tokens))
+        .collect();
+    run_rows(engine, in_flight, work).await
+}
+
+/// Generate every (prompt, budget) with at most `in_flight` requests out at once.
+pub async fn run_rows(
+    engine: Arc<Engine>,
+    in_flight: usize,
+    work: Vec<(String, u32)>,
+) -> Result<BenchRow, GenerateError> {
     if let Engine::Mistral(m) = engine.as_ref() {
         m.set_concurrency(in_flight).await;
     }
+    let rows = work.len();
     // The engine caps what runs at once too; this cap makes the sweep the same for an
     // external server, whose own batch is whatever arrives.
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
-    let ps = prompts(rows, prompt_words, 1000);
     let start = Instant::now();
-    let tasks = ps.into_iter().map(|p| {
+    let tasks = work.into_iter().map(|(p, new_tokens)| {
         let e = engine.clone();
         let slots = slots.clone();
         async move {
@@ -101,7 +172,9 @@ impl Profile {
         {
             let guard = pprof::ProfilerGuardBuilder::default()
                 .frequency(499)
-                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                // Exact library names: a bare "libc" also matched libcuda, libcudart and
+                // libcublas, hiding every sample spent in the CUDA driver and copies.
+                .blocklist(&["libc.so", "libgcc_s", "libpthread", "vdso"])
                 .build()
                 .map_err(|e| format!("cannot start the profiler: {e}"))?;
             Ok(Self { guard })
@@ -139,6 +212,18 @@ impl BenchRow {
     pub fn step_ms(&self) -> f64 {
         let running = self.in_flight.min(self.rows) as f64;
         1000.0 * running * self.seconds / self.output_tokens.max(1) as f64
+    }
+
+    /// One JSON object for `--jsonl` (the device scripts add date, card, shape and engine).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "in_flight": self.in_flight,
+            "rows": self.rows,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "out_tok_s": (self.output_tokens as f64 / self.seconds * 10.0).round() / 10.0,
+            "output_tokens": self.output_tokens,
+            "step_ms": (self.step_ms() * 10.0).round() / 10.0,
+        })
     }
 
     pub fn markdown(&self) -> String {

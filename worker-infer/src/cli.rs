@@ -81,9 +81,10 @@ pub enum Command {
     /// engine flags (--weights, --dtype, --device, --max-num-seqs, PagedAttention, …).
     Bench {
         /// Requests in flight to try.
-        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,128,256")]
         in_flight: Vec<usize>,
-        /// Rows per setting [default: the in-flight count, clamped to 16..64].
+        /// Rows per setting [default: twice the in-flight count (4 at 1), so that sequences
+        /// finish and new ones join while the batch runs].
         #[arg(long)]
         rows: Option<usize>,
         /// Words per prompt (= tokens with the word-level test tokenizer).
@@ -91,6 +92,13 @@ pub enum Command {
         prompt_words: usize,
         #[arg(long, default_value_t = 128)]
         new_tokens: u32,
+        /// Rows from a mix file (`deploy/gpu/real-mix.json`: real prompt lengths, a budget per
+        /// row) instead of --prompt-words/--new-tokens; --rows of them, cycled.
+        #[arg(long, value_name = "FILE")]
+        mix: Option<PathBuf>,
+        /// Append one JSON object per setting to FILE.
+        #[arg(long, value_name = "FILE")]
+        jsonl: Option<PathBuf>,
         /// Write a CPU flamegraph of each setting to DIR/flame-<in flight>.svg (needs a build
         /// with `--features profile`; samples every thread of the process at 499 Hz).
         #[arg(long, value_name = "DIR")]
@@ -139,9 +147,10 @@ pub struct InferArgs {
     /// Device: auto = CUDA when built with it, else CPU.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// Sequences the engine schedules at once.
-    #[arg(long, default_value_t = 32)]
-    pub max_num_seqs: usize,
+    /// Sequences the engine schedules at once [default: 256 on CUDA, where the patched engine
+    /// is fastest at 256 on an H200 (docs/benchmarks.md); 32 on CPU].
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
     /// Spread the model over this many GPUs of the node (CUDA ordinals 0..N-1, pick them with
     /// CUDA_VISIBLE_DEVICES) with NCCL tensor parallelism; needs a `--features "cuda nccl"`
     /// build, a power of two and safetensors weights; sends one request at a time. For a
@@ -150,8 +159,8 @@ pub struct InferArgs {
     /// build takes GPU 0 unless CUDA_VISIBLE_DEVICES chooses.
     #[arg(long, default_value_t = 1)]
     pub tensor_parallel_size: usize,
-    /// Requests sent to the engine at once [default: 1 on CPU (mistral.rs 0.8.1 batches wrongly
-    /// there), max-num-seqs on CUDA, 1 with --tensor-parallel-size > 1 (its ranks hung under
+    /// Requests sent to the engine at once [default: 1 on CPU (batching there is right with the
+    /// engine patches but not measured faster on small machines), max-num-seqs on CUDA, 1 with --tensor-parallel-size > 1 (its ranks hung under
     /// concurrency), 256 for --engine openai].
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -162,21 +171,30 @@ pub struct InferArgs {
     /// Disable the KV cache (slow; a workaround for engine bugs).
     #[arg(long)]
     pub no_kv_cache: bool,
-    /// Use PagedAttention on CUDA. Off by default: with mistral.rs 0.8.1 on an H100 it changed
-    /// 7 of 32 greedy answers under concurrency (the plain KV cache: 0 of 32) and was 2x slower
-    /// at 64 in flight (docs/benchmarks.md). Pair it with --self-check.
-    #[arg(long)]
+    /// PagedAttention, the default on CUDA: with conftag's engine patches it batches rows of
+    /// different lengths in one decode step (docs/engine-patches.md). Kept for old command
+    /// lines; it changes nothing on CUDA.
+    #[arg(long, conflicts_with = "no_paged_attn")]
     pub paged_attn: bool,
+    /// The plain KV cache on CUDA instead of PagedAttention (it batches only sequences of
+    /// equal length).
+    #[arg(long)]
+    pub no_paged_attn: bool,
     /// PagedAttention block size (8, 16 or 32).
     #[arg(long, default_value_t = 32)]
     pub paged_attn_block_size: usize,
     /// Share of GPU memory PagedAttention may take for the KV cache (0..1).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.85)]
     pub gpu_mem_util: f32,
-    /// Rows held at once across shards: the worker leases the next shard before the current
-    /// ones drain so the engine never idles [default: the requests in flight + 32, i.e. one
-    /// shard of look-ahead]. More look-ahead hoards shards: measured on two H100s, a worker
-    /// holding 4 × 64 rows took a whole 128-row job and left the second GPU idle.
+    /// Rows held at once across shards: the worker claims another shard while it holds fewer
+    /// rows than this, so it holds up to one shard (less a row) more [default: the requests
+    /// the engine runs at once + 1: every engine slot busy, at least one row waiting for the
+    /// next free slot, at most one shard's worth waiting; a CPU worker running one request at
+    /// a time holds one shard, two of one row each]. Shards none of whose rows has reached the
+    /// engine are look-ahead: a worker that dies gives them back without spending an attempt,
+    /// but no other worker can take them before the lease lapses. More look-ahead hoards
+    /// shards: measured on two H100s, a worker holding 4 × 64 rows took a whole 128-row job
+    /// and left the second GPU idle.
     #[arg(long)]
     pub max_inflight_rows: Option<u64>,
     /// Lease length in seconds (renewed every third of it).
@@ -204,10 +222,24 @@ impl InferArgs {
         let mut o = EngineOptions::new(self.weights.clone().unwrap_or(model));
         o.dtype = self.dtype;
         o.device = self.device;
-        o.max_num_seqs = self.max_num_seqs.max(1);
+        let on_gpu = match self.device {
+            DeviceArg::Cuda => true,
+            DeviceArg::Cpu => false,
+            DeviceArg::Auto => cfg!(feature = "cuda"),
+        };
+        o.max_num_seqs = self
+            .max_num_seqs
+            .unwrap_or(if on_gpu { 256 } else { 32 })
+            .max(1);
         o.concurrency = self.concurrency;
         o.no_kv_cache = self.no_kv_cache;
-        o.paged_attn = self.paged_attn;
+        o.paged_attn = if self.no_paged_attn {
+            Some(false)
+        } else if self.paged_attn {
+            Some(true)
+        } else {
+            None
+        };
         o.paged_block_size = self.paged_attn_block_size;
         o.gpu_mem_util = self.gpu_mem_util;
         o.tensor_parallel = self.tensor_parallel_size.max(1);
@@ -233,7 +265,8 @@ impl InferArgs {
     }
 
     /// The worker settings; `engine_concurrency` is how many requests the loaded engine runs
-    /// at once (it sizes the default number of rows held).
+    /// at once (it sizes the default number of rows held: that many + 1, see
+    /// `--max-inflight-rows`).
     pub fn worker_config(&self, engine_concurrency: usize) -> WorkerConfig {
         let mut c = WorkerConfig::new(Stage::Infer);
         if let Some(id) = &self.worker_id {
@@ -242,7 +275,7 @@ impl InferArgs {
         c.model = self.model.clone();
         c.max_inflight_rows = self
             .max_inflight_rows
-            .unwrap_or(engine_concurrency as u64 + 32)
+            .unwrap_or(engine_concurrency as u64 + 1)
             .max(1);
         c.lease = Duration::from_secs(self.lease_secs.max(3));
         c.drain_grace = Duration::from_secs(self.drain_secs);

@@ -2,11 +2,14 @@
 //! GGUF file) and generating seed-faithful completions (raw prompt by default, greedy, the
 //! job's max tokens, special tokens skipped, text trimmed), with token counts per row.
 //!
-//! mistral.rs batches concurrent requests (continuous batching). On the CPU path of 0.8.1 that
-//! batching returns wrong greedy answers (decode attention scratch buffers without a batch
-//! dimension), so on CPU the engine sends one request at a time by default; `self_check`
-//! compares concurrent with one-at-a-time answers on the loaded model and the worker keeps
-//! batching only when they agree.
+//! mistral.rs batches concurrent requests (continuous batching); conftag builds it with its own
+//! patches (`engine-patches/`, `docs/engine-patches.md`) so that it really batches on a GPU
+//! (PagedAttention, the CUDA default) and answers right when batching on the CPU (0.8.1 as
+//! published got batched CPU decoding wrong). On CPU the engine still sends one request at a
+//! time by default (`--concurrency` raises it); `self_check` compares concurrent with
+//! one-at-a-time answers on the loaded model and the worker keeps batching only when they
+//! agree, which is a test for f32 (bf16 batches sum in another order and differ at
+//! near-ties).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +50,9 @@ pub struct EngineOptions {
     /// Requests sent to the engine at once [default: 1 on CPU, `max_num_seqs` on CUDA].
     pub concurrency: Option<usize>,
     pub no_kv_cache: bool,
-    pub paged_attn: bool,
+    /// PagedAttention: `None` = on with CUDA (the batching path, docs/engine-patches.md),
+    /// off on the CPU where mistral.rs has none.
+    pub paged_attn: Option<bool>,
     pub paged_block_size: usize,
     pub gpu_mem_util: f32,
     /// GPUs one model is split over with NCCL (`crate::tensor_parallel`); 1 = one GPU.
@@ -63,7 +68,7 @@ impl EngineOptions {
             max_num_seqs: 32,
             concurrency: None,
             no_kv_cache: false,
-            paged_attn: false,
+            paged_attn: None,
             paged_block_size: 32,
             gpu_mem_util: 0.9,
             tensor_parallel: 1,
@@ -160,10 +165,10 @@ impl MistralEngine {
         if opts.dtype == DtypeArg::Bf16 && !on_gpu {
             return Err(EngineError::Bf16OnCpu);
         }
-        if opts.paged_attn && !on_gpu {
+        if opts.paged_attn == Some(true) && !on_gpu {
             warn!("--paged-attn needs the CUDA engine; using the plain KV cache on CPU");
         }
-        let paged = if opts.paged_attn && on_gpu {
+        let paged = if opts.paged_attn.unwrap_or(on_gpu) && on_gpu {
             Some(
                 mistralrs::PagedAttentionMetaBuilder::default()
                     .with_block_size(opts.paged_block_size)

@@ -118,15 +118,19 @@ async fn run(cli: Cli) -> ExitCode {
             }
             return Ok(());
         }
-        if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens, profile }) = &cli.command {
+        if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens, mix, jsonl, profile }) = &cli.command {
             // Before the model loads (minutes), not after: a build without the profiler says so now.
             if profile.is_some() && !cfg!(feature = "profile") {
                 anyhow::bail!("--profile needs a conftag-infer built with `--features profile`");
             }
+            let mix = match mix {
+                Some(path) => Some(worker_infer::bench::load_mix(path).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             let engine = Arc::new(open_engine(&cli.worker, min_seqs(&cli)).await?);
             println!("{}", worker_infer::bench::header());
             for &c in in_flight {
-                let n = rows.unwrap_or(c.clamp(16, 64));
+                let n = rows.unwrap_or(if c <= 1 { 4 } else { 2 * c });
                 let profiler = match profile {
                     Some(dir) => {
                         std::fs::create_dir_all(dir)?;
@@ -134,7 +138,18 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                     None => None,
                 };
-                let row = worker_infer::bench::run(engine.clone(), c, n, *prompt_words, *new_tokens).await?;
+                let row = match &mix {
+                    Some(mix) => {
+                        let work = worker_infer::bench::mix_prompts(mix, n);
+                        worker_infer::bench::run_rows(engine.clone(), c, work).await?
+                    }
+                    None => worker_infer::bench::run(engine.clone(), c, n, *prompt_words, *new_tokens).await?,
+                };
+                if let Some(path) = jsonl {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                    writeln!(f, "{}", row.json())?;
+                }
                 if let (Some(p), Some(dir)) = (profiler, profile) {
                     p.finish(&dir.join(format!("flame-{c}.svg"))).map_err(anyhow::Error::msg)?;
                 }
