@@ -7,6 +7,7 @@
 #   published    the same binary with MISTRALRS_UNPATCHED=1 (mistral.rs as published)
 #   divergence   concurrent vs one-at-a-time answers, small f32 + 8B bf16, near-tie check
 #   hfmix        (d) HF generate on the equal shape and the real mix
+#   mixedprefill the patched engine with MISTRALRS_MIXED_PREFILL=1 (patch 0007, opt-in)
 #   correctness  small f32 model: concurrent vs one-at-a-time vs HF greedy (paged and plain)
 #   bench8b      (a) bare mistral.rs, 8B shape bf16; SHAPE=boolq (250/128) or math (150/512)
 #   profile8b    flamegraphs of the bare engine at 1 and 64 in flight (needs --features profile)
@@ -109,7 +110,9 @@ PY
 # new ones join. The step log (MISTRALRS_DEBUG) goes to the .log files.
 bench_engine() { # engine-label shape-label in-flight [bench args...]
   local engine=$1 shape=$2 flights=$3; shift 3
-  local env=(); [ "$engine" = mistralrs-published ] && env=(MISTRALRS_UNPATCHED=1)
+  local env=(MISTRALRS_UNPATCHED=0)
+  [ "$engine" = mistralrs-published ] && env=(MISTRALRS_UNPATCHED=1)
+  [ "$engine" = mistralrs-mixed-prefill ] && env=(MISTRALRS_MIXED_PREFILL=1)
   echo "== $engine $shape in flight $flights" | tee -a "$OUT/summary.txt"
   env "${env[@]}" MISTRALRS_DEBUG=1 RUST_LOG=warn,mistralrs_core::engine=info timeout "${BENCH_TIMEOUT:-400}" \
     "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "$flights" \
@@ -122,6 +125,15 @@ patched)
   model8b
   bench_engine mistralrs-patched equal-250-128 "${IN_FLIGHT:-1,16,64,128,256}" --prompt-words 250 --new-tokens 128
   bench_engine mistralrs-patched real-mix "${IN_FLIGHT:-1,16,64,128,256}" --mix deploy/gpu/real-mix.json ;;
+mixedprefill)
+  # Patch 0007 switched on: prompts of different lengths prefilled together.
+  model8b
+  bench_engine mistralrs-mixed-prefill real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json
+  bench_engine mistralrs-mixed-prefill equal-250-128 "${IN_FLIGHT:-256}" --prompt-words 250 --new-tokens 128
+  for env in MISTRALRS_MIXED_PREFILL=0 MISTRALRS_MIXED_PREFILL=1; do
+    env $env "$infer" --weights "$W/8b" --dtype bf16 --max-num-seqs 32 self-check --word-prompts --prompts 32 \
+      --new-tokens 32 --out "$OUT/selfcheck_8b_$env.json" 2>/dev/null | sed "s/^/8b $env /" | tee -a "$OUT/summary.txt"
+  done ;;
 published)
   model8b
   # As published the engine preempts and re-prefills by length: 64 in flight ran at ~114

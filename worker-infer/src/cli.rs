@@ -165,7 +165,8 @@ pub struct InferArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Before claiming, compare concurrent with one-at-a-time greedy answers on the loaded
-    /// model; batch only if they agree.
+    /// model; batch only if they agree. For f32 (CPU): in bf16 on a GPU a batch sums in
+    /// another order than one row, answers differ at near-ties and batching would be off.
     #[arg(long)]
     pub self_check: bool,
     /// Disable the KV cache (slow; a workaround for engine bugs).
