@@ -99,7 +99,7 @@ pub enum Command {
         /// Append one JSON object per setting to FILE.
         #[arg(long, value_name = "FILE")]
         jsonl: Option<PathBuf>,
-        /// Write a CPU flamegraph of each setting to DIR/flame-<in flight>.svg (needs a build
+        /// Write a CPU flamegraph of each setting to `DIR/flame-<in flight>.svg` (needs a build
         /// with `--features profile`; samples every thread of the process at 499 Hz).
         #[arg(long, value_name = "DIR")]
         profile: Option<PathBuf>,
