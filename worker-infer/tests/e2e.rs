@@ -9,12 +9,10 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::queue::{Queue, Stage};
+use common::queue::Queue;
 use common::redis_conn::RedisUrl;
 use common::status;
 use common::testutil::RedisServer;
-use common::worker::WorkerConfig;
-use tokio_util::sync::CancellationToken;
 use worker_judge::fake::{FakeConfig, FakeServer};
 use worker_judge::openai::{ClientConfig, OpenAiClient};
 
@@ -105,13 +103,7 @@ async fn submit_infer_with_a_kill_judge_and_export() {
         .await
         .unwrap();
     let client = OpenAiClient::new(ClientConfig::new(fake.base_url(), None, "")).unwrap();
-    let processor = worker_judge::JudgeProcessor::new(Some(client), 16, None, None, 0);
-    let mut cfg = WorkerConfig::new(Stage::Judge);
-    cfg.exit_when_done = true;
-    cfg.idle_poll = Duration::from_millis(50);
-    worker_judge::run(queue.clone(), processor, cfg, CancellationToken::new())
-        .await
-        .unwrap();
+    support::judge_all(&queue, Some(client)).await;
 
     let doc = status::document(&queue, &[]).await.unwrap();
     for j in &doc.jobs {

@@ -20,16 +20,14 @@ use std::time::{Duration, Instant};
 
 use common::job::JobId;
 use common::keys::JobKeys;
-use common::queue::{Queue, Stage};
+use common::queue::Queue;
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState, JobStatus};
 use common::testutil::RedisServer;
-use common::worker::WorkerConfig;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use worker_judge::fake::{FakeConfig, FakeServer};
 
-use support::{conftag, infer_bin, samples};
+use support::{conftag, infer_bin, judge_all, samples};
 
 const MODEL: &str = "tiny";
 /// `conftag submit`'s default `--max-attempts`.
@@ -174,17 +172,6 @@ async fn wait_exit(child: &mut Child, what: &str, within: Duration) {
     }
 }
 
-/// Judge every inferred shard by rules, in-process (the code behind `conftag-judge`).
-async fn judge_all(queue: &Queue) {
-    let processor = worker_judge::JudgeProcessor::new(None, 16, None, None, 0);
-    let mut cfg = WorkerConfig::new(Stage::Judge);
-    cfg.exit_when_done = true;
-    cfg.idle_poll = Duration::from_millis(50);
-    worker_judge::run(queue.clone(), processor, cfg, CancellationToken::new())
-        .await
-        .unwrap();
-}
-
 async fn hlen(queue: &Queue, key: String) -> u64 {
     let mut c = queue.conn();
     redis::cmd("HLEN")
@@ -249,7 +236,7 @@ async fn a_worker_killed_more_often_than_max_attempts_still_finishes_the_job() {
     // A last worker, with the default look-ahead, finishes the job.
     let mut last = infer_worker(&url, &engine, "survivor", &["--exit-when-done"]);
     wait_exit(&mut last, "the last infer worker", Duration::from_secs(300)).await;
-    judge_all(&queue).await;
+    judge_all(&queue, None).await;
 
     let st = job_status(&queue, &job).await;
     assert_eq!(
@@ -371,7 +358,7 @@ async fn a_shard_that_crashes_its_worker_still_fails_after_its_attempts() {
         Duration::from_secs(300),
     )
     .await;
-    judge_all(&queue).await;
+    judge_all(&queue, None).await;
 
     assert_eq!(crashes, DEFAULT_MAX_ATTEMPTS, "one crash per attempt");
     let st = job_status(&queue, &job).await;

@@ -143,3 +143,23 @@ fn exit_code(r: Result<(), String>) -> std::process::ExitCode {
         }
     }
 }
+
+/// Judge every inferred shard in-process (the code behind `conftag-judge`) until no job has
+/// rows left to judge: by rules without a client, else through `client`.
+pub async fn judge_all(
+    queue: &common::queue::Queue,
+    client: Option<worker_judge::openai::OpenAiClient>,
+) {
+    let processor = worker_judge::JudgeProcessor::new(client, 16, None, None, 0);
+    let mut cfg = common::worker::WorkerConfig::new(common::queue::Stage::Judge);
+    cfg.exit_when_done = true;
+    cfg.idle_poll = std::time::Duration::from_millis(50);
+    worker_judge::run(
+        queue.clone(),
+        processor,
+        cfg,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+}
