@@ -159,6 +159,11 @@ pub struct InputRow {
     /// MedQA `answer_idx` (the correct letter), when the split has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_letter: Option<String>,
+    /// This row's new-token budget, when it is not the job's `max_tokens` (the engine
+    /// bench's queue mode gives every row of the real-length mix its own budget). Absent
+    /// for dataset rows, so their digests and job ids are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
 }
 
 /// Where a split's rows come from.
@@ -501,6 +506,7 @@ fn build_row(
                 correct_answer: Value::String(s("solution")),
                 options: None,
                 answer_letter: None,
+                max_tokens: None,
             }
         }
         Dataset::Medqa => {
@@ -516,6 +522,7 @@ fn build_row(
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 options: Some(options),
+                max_tokens: None,
             }
         }
         Dataset::Boolq => {
@@ -527,6 +534,7 @@ fn build_row(
                 correct_answer: obj["answer"].clone(),
                 options: None,
                 answer_letter: None,
+                max_tokens: None,
             }
         }
     };

@@ -40,6 +40,7 @@ async fn judged_ready_job(queue: &Queue, rows_total: u64) -> Result<common::JobI
             correct_answer: serde_json::Value::Bool(i % 2 == 0),
             options: None,
             answer_letter: None,
+            max_tokens: None,
         })
         .collect();
     let model = format!("judge-bench-{}", uuid::Uuid::new_v4().simple());

@@ -114,6 +114,7 @@ mod tests {
             correct_answer: Value::Bool(false),
             options: None,
             answer_letter: None,
+            max_tokens: None,
         };
         let p = render(Dataset::Boolq, &row, "No.\n\n[question]: tricky");
         let (q, r, c) = parse_rendered(&p).unwrap();

@@ -249,6 +249,7 @@ mod tests {
             correct_answer: correct,
             options: None,
             answer_letter: None,
+            max_tokens: None,
         }
     }
 
