@@ -1,7 +1,7 @@
 //! The worker runtime both worker kinds run: claim shards while there is capacity, renew
 //! every held lease on a timer, hand results to the queue, and drain on shutdown.
 //!
-//! A worker holds several shards at once (up to `max_inflight_rows` rows) so that an engine
+//! A worker holds several shards at once (up to `max_inflight_rows` unfinished rows) so that an engine
 //! that batches sees a steady stream of rows across shard boundaries. Each shard runs in its
 //! own task: process → complete (retried through Redis outages) → done. The main loop owns
 //! the leases: it renews them, cancels a shard's work when its lease is lost or its job is
@@ -45,8 +45,10 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Pause between claim rounds when nothing was claimable.
     pub idle_poll: Duration,
-    /// Rows held at once across shards: the worker claims another shard while it holds fewer
-    /// rows than this, so it may hold up to one shard (less a row) more.
+    /// Unfinished rows held at once across shards: the worker claims another shard while its
+    /// held shards have fewer rows still to do than this (rows a processor reported finished,
+    /// [`ShardContext::row_finished`], no longer count), so it may hold up to one shard (less
+    /// a row) more; and never shards of twice this many rows in all.
     pub max_inflight_rows: u64,
     /// Time in-flight shards get to finish after a shutdown signal.
     pub drain_grace: Duration,
@@ -177,6 +179,10 @@ pub struct ShardContext {
     pub stats: Arc<WorkerStats>,
     /// Set once the shard is marked started (see [`ShardContext::started`]).
     start_mark: Arc<tokio::sync::OnceCell<()>>,
+    /// Rows of this shard whose work is done (see [`ShardContext::row_finished`]).
+    rows_finished: Arc<AtomicU64>,
+    /// Wakes the worker loop to claim again when a row finishes.
+    progress: Arc<tokio::sync::Notify>,
 }
 
 impl ShardContext {
@@ -197,6 +203,16 @@ impl ShardContext {
                 }
             })
             .await;
+    }
+
+    /// Count one row of this shard as finished (its answer is back; call once per row). The
+    /// worker's look-ahead counts only the unfinished rows of the shards it holds, so a shard
+    /// that waits for its longest row does not keep its finished rows' engine slots empty
+    /// (rows of a real mix end hundreds of tokens apart). Processors that never call it count
+    /// whole shards.
+    pub fn row_finished(&self) {
+        self.rows_finished.fetch_add(1, Ordering::Relaxed);
+        self.progress.notify_one();
     }
 }
 
@@ -284,6 +300,38 @@ impl WorkerStats {
 struct Held {
     lease: ShardLease,
     cancel: CancellationToken,
+    rows_finished: Arc<AtomicU64>,
+}
+
+/// What a worker holds, for its look-ahead: the rows of its shards still to do, and all
+/// their rows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Holding {
+    unfinished_rows: u64,
+    rows: u64,
+}
+
+impl Holding {
+    fn of<'a>(held: impl Iterator<Item = &'a Held>) -> Self {
+        held.fold(Self::default(), |mut h, s| {
+            let rows = s.lease.rows();
+            h.rows += rows;
+            h.unfinished_rows += rows.saturating_sub(s.rows_finished.load(Ordering::Relaxed));
+            h
+        })
+    }
+
+    /// Room for another shard: fewer unfinished rows than `max_inflight_rows`, and, so that a
+    /// crash redoes at most about twice the look-ahead, fewer rows in all than twice that
+    /// (shards whose finished rows wait for a slow one are kept until it ends).
+    fn has_room(&self, max_inflight_rows: u64) -> bool {
+        self.unfinished_rows < max_inflight_rows && self.rows < max_inflight_rows.saturating_mul(2)
+    }
+
+    fn add_shard(&mut self, rows: u64) {
+        self.unfinished_rows += rows;
+        self.rows += rows;
+    }
 }
 
 enum TaskEnd {
@@ -331,6 +379,7 @@ async fn run_loop<P: ShardProcessor>(
     let mut next_claim = tokio::time::Instant::now();
     let mut rotate = 0usize;
     let mut rate = TokenRate::default();
+    let progress = Arc::new(tokio::sync::Notify::new());
     let beat = Beat {
         config: &config,
         started_ms,
@@ -342,9 +391,11 @@ async fn run_loop<P: ShardProcessor>(
     );
 
     loop {
-        let inflight_rows: u64 = held.values().map(|h| h.lease.rows()).sum();
-        let can_claim = !draining && fatal.is_none() && inflight_rows < config.max_inflight_rows;
+        let holding = Holding::of(held.values());
+        let can_claim = !draining && fatal.is_none() && holding.has_room(config.max_inflight_rows);
         tokio::select! {
+            // A row finished: the loop goes round and claims if the look-ahead has room.
+            _ = progress.notified() => {}
             _ = shutdown.cancelled(), if !draining => {
                 info!(shards = held.len(), grace = ?config.drain_grace, "shutdown: draining");
                 draining = true;
@@ -427,7 +478,7 @@ async fn run_loop<P: ShardProcessor>(
                 drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
             }
             _ = tokio::time::sleep_until(next_claim), if can_claim => {
-                match claim_round(&queue, &processor, &config, &mut cache, &mut rotate, inflight_rows, found_nothing).await {
+                match claim_round(&queue, &processor, &config, &mut cache, &mut rotate, holding, found_nothing).await {
                     Ok((leases, idle)) => {
                         redis_backoff.reset();
                         let got = !leases.is_empty();
@@ -437,7 +488,8 @@ async fn run_loop<P: ShardProcessor>(
                             // by one task, re-claimed) before the first task has been joined.
                             let key = lease.token.clone();
                             let cancel = CancellationToken::new();
-                            held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone() });
+                            let rows_finished = Arc::new(AtomicU64::new(0));
+                            held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone(), rows_finished: rows_finished.clone() });
                             let ctx = ShardContext {
                                 lease,
                                 spec,
@@ -446,6 +498,8 @@ async fn run_loop<P: ShardProcessor>(
                                 cancel,
                                 stats: stats.clone(),
                                 start_mark: Arc::new(tokio::sync::OnceCell::new()),
+                                rows_finished,
+                                progress: progress.clone(),
                             };
                             let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
                             tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key).instrument(span));
@@ -566,7 +620,7 @@ async fn claim_round<P: ShardProcessor>(
     config: &WorkerConfig,
     cache: &mut JobCache,
     rotate: &mut usize,
-    mut inflight_rows: u64,
+    mut holding: Holding,
     found_nothing_last_time: bool,
 ) -> Result<(Vec<(ShardLease, JobSpec, JudgeSettings)>, bool), QueueError> {
     let ids = cache.ids(queue, found_nothing_last_time).await?;
@@ -587,13 +641,13 @@ async fn claim_round<P: ShardProcessor>(
             continue;
         }
         let mut claimed_here = false;
-        while inflight_rows < config.max_inflight_rows {
+        while holding.has_room(config.max_inflight_rows) {
             match queue
                 .claim(id, config.stage, &config.id, config.lease)
                 .await?
             {
                 Some(lease) => {
-                    inflight_rows += lease.rows();
+                    holding.add_shard(lease.rows());
                     let stage = config.stage.name();
                     ::metrics::counter!(m::SHARDS_CLAIMED, "stage" => stage).increment(1);
                     ::metrics::gauge!(m::ROWS_IN_FLIGHT, "stage" => stage)

@@ -8,6 +8,11 @@
 #   divergence   concurrent vs one-at-a-time answers, small f32 + 8B bf16, near-tie check
 #   hfmix        (d) HF generate on the equal shape and the real mix
 #   mixedprefill the patched engine with MISTRALRS_MIXED_PREFILL=1 (patch 0007, opt-in)
+#   neartie      concurrent vs one-at-a-time with the engine's own logits of both runs
+#                (self-check --top-logits): are bf16 differences near-ties? small f32 + 8B bf16
+#   ncuprefill   Nsight Compute: GPU time per kernel of two single-prompt prefills (8B, 250 words)
+#   queue        (c) the same rows through a Redis on the node and conftag-infer's worker loop
+#                (bench --through-queue), beside the bare engine (b) in the same call
 #   correctness  small f32 model: concurrent vs one-at-a-time vs HF greedy (paged and plain)
 #   bench8b      (a) bare mistral.rs, 8B shape bf16; SHAPE=boolq (250/128) or math (150/512)
 #   profile8b    flamegraphs of the bare engine at 1 and 64 in flight (needs --features profile)
@@ -129,11 +134,63 @@ mixedprefill)
   # Patch 0007 switched on: prompts of different lengths prefilled together.
   model8b
   bench_engine mistralrs-mixed-prefill real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json
-  bench_engine mistralrs-mixed-prefill equal-250-128 "${IN_FLIGHT:-256}" --prompt-words 250 --new-tokens 128
+  bench_engine mistralrs-mixed-prefill equal-250-128 "${EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128
   for env in MISTRALRS_MIXED_PREFILL=0 MISTRALRS_MIXED_PREFILL=1; do
     env $env "$infer" --weights "$W/8b" --dtype bf16 --max-num-seqs 32 self-check --word-prompts --prompts 32 \
       --new-tokens 32 --out "$OUT/selfcheck_8b_$env.json" 2>/dev/null | sed "s/^/8b $env /" | tee -a "$OUT/summary.txt"
   done ;;
+queue)
+  # (c) conftag-infer pulling the real mix from a Redis on the node: bench --through-queue
+  # submits each setting's rows as a job (shards of 32, `conftag submit`'s default) and runs
+  # the worker's own loop (leases, look-ahead of one row) on them; (b) the bare engine on the
+  # same rows right before, so the ratio is from one call.
+  model8b; start_redis
+  bench_engine mistralrs-patched real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json
+  bench_engine conftag-infer real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json --through-queue
+  bench_engine conftag-infer equal-250-128 "${QUEUE_EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128 --through-queue ;;
+neartie)
+  # The bf16 check the float32 reference cannot make: the engine's own top logits in both
+  # runs; a difference is a near-tie when both runs' gaps between the two tokens are within
+  # twice the largest logit change batching made where the runs agreed (worker-infer
+  # src/near_tie.rs).
+  for m in ${NEARTIE_MODELS:-small:f32 8b:bf16}; do
+    [ -d "$W/${m%%:*}" ] || python3 deploy/gpu/gen_model.py "$W/${m%%:*}" "${m%%:*}" "${m##*:}" >/dev/null
+    "$infer" --weights "$W/${m%%:*}" --dtype "${m##*:}" --max-num-seqs 32 self-check --word-prompts --prompts 32 \
+      --new-tokens "${DIV_TOKENS:-48}" --top-logits "${TOP_LOGITS:-8}" --out "$OUT/neartie_${m%%:*}.json" 2>"$OUT/neartie_${m%%:*}.log" \
+      | sed "s/^/${m%%:*} /" | tee -a "$OUT/summary.txt"
+  done ;;
+ncuprefill)
+  # Where a single prompt's prefill spends its GPU time (the real mix prefills one prompt at
+  # a time, ~30 ms each): every kernel of two 250-word prefills (1 new token each), summed
+  # per kernel name; compare the sum with the step log's wall time per prefill.
+  # NCU_FLIGHT=64 NCU_ROWS=64: one prefill of 64 prompts at once instead.
+  model8b
+  MISTRALRS_DEBUG=1 RUST_LOG=warn,mistralrs_core::engine=info timeout "${NCU_TIMEOUT:-200}" \
+    ncu --clock-control none --launch-count "${NCU_LAUNCHES:-3000}" --metrics gpu__time_duration.sum --print-units base --print-summary per-kernel --csv \
+    "$infer" --weights "$W/8b" --dtype bf16 bench --in-flight "${NCU_FLIGHT:-1}" --rows "${NCU_ROWS:-2}" --prompt-words 250 --new-tokens 1 \
+    >"$OUT/ncu-prefill.csv" 2>"$OUT/ncu-prefill.log"
+  python3 - "$OUT/ncu-prefill.csv" <<'PY' | tee -a "$OUT/summary.txt"
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+head = rows[0]; body = rows[1:]
+def col(name):
+    return next(i for i, h in enumerate(head) if name.lower() in h.lower())
+try:
+    k, n, a = col("Kernel Name"), col("Invocations"), col("Average")
+except StopIteration:
+    print("ncu: unexpected header", head); sys.exit()
+tot = []
+for r in body:
+    try:
+        tot.append((float(r[a].replace(",", "")) * int(r[n]), int(r[n]), r[k][:90]))
+    except ValueError:
+        pass
+tot.sort(reverse=True)
+print(f"== ncu: {sum(t for t, _, _ in tot) / 1e6:.2f} ms GPU time in {sum(c for _, c, _ in tot)} kernels (ncu --print-units base: ns)")
+for t, c, name in tot[:25]:
+    print(f"{t / 1e6:9.3f} ms {c:6d}x {name}")
+PY
+  ;;
 published)
   model8b
   # As published the engine preempts and re-prefills by length: 64 in flight ran at ~114
@@ -150,20 +207,23 @@ divergence)
   model8b
   for m in small:f32 8b:bf16; do
     dir="$W/${m%%:*}"; dt="${m##*:}"
-    for env in patched published; do
+    for env in ${DIV_VARIANTS:-patched published}; do
       e=(); [ $env = published ] && e=(MISTRALRS_UNPATCHED=1)
       env "${e[@]}" "$infer" --weights "$dir" --dtype "$dt" --max-num-seqs 32 self-check --word-prompts --prompts 32 \
         --new-tokens "${DIV_TOKENS:-48}" --out "$OUT/selfcheck_${m%%:*}_$env.json" 2>"$OUT/selfcheck_${m%%:*}_$env.log" \
         | sed "s/^/${m%%:*} $env /" | tee -a "$OUT/summary.txt"
     done
-    python3 deploy/gpu/divergence.py "$dir" "$OUT/selfcheck_${m%%:*}_patched.json" "$OUT/selfcheck_${m%%:*}_published.json" \
+    python3 deploy/gpu/divergence.py "$dir" $(for v in ${DIV_VARIANTS:-patched published}; do echo "$OUT/selfcheck_${m%%:*}_$v.json"; done) \
       2>"$OUT/divergence_${m%%:*}.err" | tee -a "$OUT/summary.txt"
   done ;;
 hfmix)
   model8b
   echo "== (d) HF transformers generate, bf16, equal 250/128 and the real mix" | tee -a "$OUT/summary.txt"
-  python3 deploy/gpu/hf_bench.py "$W/8b" 250 128 ${HF_BATCHES:-16 64 256} 2>>"$OUT/hf.jsonl" | tee -a "$OUT/summary.txt"
-  python3 deploy/gpu/hf_bench.py "$W/8b" --mix deploy/gpu/real-mix.json ${HF_BATCHES:-16 64 256} 2>>"$OUT/hf.jsonl" | tee -a "$OUT/summary.txt"
+  # HF_SHAPES="mix" skips the equal shape.
+  [[ " ${HF_SHAPES:-equal mix} " == *" equal "* ]] &&
+    python3 deploy/gpu/hf_bench.py "$W/8b" 250 128 ${HF_BATCHES:-16 64 256} 2>>"$OUT/hf.jsonl" | tee -a "$OUT/summary.txt"
+  [[ " ${HF_SHAPES:-equal mix} " == *" mix "* ]] &&
+    python3 deploy/gpu/hf_bench.py "$W/8b" --mix deploy/gpu/real-mix.json ${HF_BATCHES:-16 64 256} 2>>"$OUT/hf.jsonl" | tee -a "$OUT/summary.txt"
   python3 - "$OUT/hf.jsonl" "$(head -1 "$OUT/gpu.txt" | cut -d, -f1)" >>"$OUT/gpu-results.jsonl" <<'PY'
 import datetime, json, sys
 for line in open(sys.argv[1]):

@@ -2,11 +2,20 @@
 //! flight, on prompts of an exact token length for word-level test tokenizers
 //! (`w0 w1 …`, one token per word) or approximate otherwise; or, with `--mix`, prompts of the
 //! token lengths of real seed prompts, each with its own budget (`deploy/gpu/real_mix.py`).
+//!
+//! With `--through-queue` the same rows go the way a job's rows go: submitted to Redis as a
+//! job, claimed in shards by this process's worker runtime (the loop `conftag-infer` runs:
+//! leases, look-ahead, results written back), so the difference from the bare engine is the
+//! cost of the queue (shard tails, claims, writes) at the same engine settings.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::job::PromptMode;
+use common::dataset::{Dataset, InputRow};
+use common::job::{JobSpec, JudgeSettings, PromptMode};
+use common::queue::{Queue, SubmitOutcome};
+use common::worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::Engine;
 use crate::engine::GenerateError;
@@ -18,7 +27,9 @@ pub struct BenchRow {
     pub seconds: f64,
     pub prompt_tokens: u64,
     pub output_tokens: u64,
-    pub p50_latency_s: f64,
+    /// Median time from a request's send to its answer (bare engine only: through the queue
+    /// the unit is a shard).
+    pub p50_latency_s: Option<f64>,
 }
 
 /// `n` prompts of `words` pseudo-random words each.
@@ -96,18 +107,11 @@ pub fn mix_prompts(mix: &[MixRow], n: usize) -> Vec<(String, u32)> {
 }
 
 /// `rows` prompts of `prompt_words` words, each with `new_tokens` to generate.
-pub async fn run(
-    engine: Arc<Engine>,
-    in_flight: usize,
-    rows: usize,
-    prompt_words: usize,
-    new_tokens: u32,
-) -> Result<BenchRow, GenerateError> {
-    let work = prompts(rows, prompt_words, 1000)
+pub fn equal_prompts(rows: usize, prompt_words: usize, new_tokens: u32) -> Vec<(String, u32)> {
+    prompts(rows, prompt_words, 1000)
         .into_iter()
         .map(|p| (p, new_tokens))
-        .collect();
-    run_rows(engine, in_flight, work).await
+        .collect()
 }
 
 /// Generate every (prompt, budget) with at most `in_flight` requests out at once.
@@ -151,7 +155,71 @@ pub async fn run_rows(
         seconds,
         prompt_tokens: pt,
         output_tokens: ot,
-        p50_latency_s: latencies[latencies.len() / 2],
+        p50_latency_s: latencies.get(latencies.len() / 2).copied(),
+    })
+}
+
+/// Submit `work` (prompt, budget) as one job to `queue` and infer it with this process's
+/// worker runtime and `in_flight` engine slots: `config` is the worker's own (its look-ahead,
+/// lease, id), with the model set to a name only this job carries. Timed from the submit to
+/// the worker's exit when no rows are left (which includes up to one idle poll, 0.5 s); the
+/// job is purged afterwards, so a scratch Redis stays clean.
+pub async fn run_through_queue(
+    engine: Arc<Engine>,
+    in_flight: usize,
+    work: Vec<(String, u32)>,
+    queue: &Queue,
+    mut config: WorkerConfig,
+    shard_size: u64,
+) -> Result<BenchRow, crate::InferError> {
+    if let Engine::Mistral(m) = engine.as_ref() {
+        m.set_concurrency(in_flight).await;
+    }
+    let model = format!("conftag-bench-{}", uuid::Uuid::new_v4().simple());
+    let rows: Vec<InputRow> = work
+        .into_iter()
+        .enumerate()
+        .map(|(i, (prompt, budget))| InputRow {
+            index: i as u64,
+            question: format!("bench row {i}"),
+            prompt,
+            correct_answer: serde_json::Value::Null,
+            options: None,
+            answer_letter: None,
+            max_tokens: Some(budget),
+        })
+        .collect();
+    let max_tokens = rows.iter().filter_map(|r| r.max_tokens).max().unwrap_or(1);
+    let spec = JobSpec::for_rows(
+        model.clone(),
+        Dataset::Math,
+        format!("bench-{in_flight}"),
+        "conftag-infer bench --through-queue",
+        &rows,
+        max_tokens,
+        PromptMode::Raw,
+    );
+    config.model = Some(model);
+    config.exit_when_done = true;
+    let start = Instant::now();
+    let outcome = queue
+        .submit(&spec, &JudgeSettings::default(), &rows, shard_size, 3)
+        .await?;
+    debug_assert!(matches!(outcome, SubmitOutcome::Created { .. }));
+    let stats = crate::run(queue.clone(), engine, config, CancellationToken::new()).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    queue.purge(&spec.id()).await?;
+    Ok(BenchRow {
+        in_flight,
+        rows: rows.len(),
+        seconds,
+        prompt_tokens: stats
+            .prompt_tokens
+            .load(std::sync::atomic::Ordering::Relaxed),
+        output_tokens: stats
+            .completion_tokens
+            .load(std::sync::atomic::Ordering::Relaxed),
+        p50_latency_s: None,
     })
 }
 
@@ -228,13 +296,14 @@ impl BenchRow {
 
     pub fn markdown(&self) -> String {
         format!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
             self.in_flight,
             self.rows,
             self.seconds,
             self.output_tokens as f64 / self.seconds,
             self.prompt_tokens as f64 / self.seconds,
-            self.p50_latency_s,
+            self.p50_latency_s
+                .map_or_else(|| "–".to_owned(), |l| format!("{l:.2}")),
             self.step_ms()
         )
     }

@@ -73,12 +73,20 @@ pub enum Command {
         /// Use word prompts `w5 w17 …` (for the word-level test tokenizer) of 8..200 words.
         #[arg(long)]
         word_prompts: bool,
-        /// Write {"prompts", "serial", "concurrent"} here.
+        /// Also ask the engine for the N largest logits of every step of both runs and say
+        /// whether each difference started at a near-tie of the engine's own logits (within
+        /// twice the largest logit change batching made where the runs agreed): the check for
+        /// bf16 runs, which a float32 reference cannot judge. Embedded engine only.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        top_logits: usize,
+        /// Write {"prompts", "serial", "concurrent"} here (with --top-logits: the logits of
+        /// every step and the near-tie report instead of the answers).
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Bare engine throughput (no Redis): output tokens/s by requests in flight. Uses the
-    /// engine flags (--weights, --dtype, --device, --max-num-seqs, PagedAttention, …).
+    /// Engine throughput: output tokens/s by requests in flight, straight to the engine (no
+    /// Redis) or --through-queue. Uses the engine flags (--weights, --dtype, --device,
+    /// --max-num-seqs, PagedAttention, …).
     Bench {
         /// Requests in flight to try.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64,128,256")]
@@ -96,6 +104,15 @@ pub enum Command {
         /// row) instead of --prompt-words/--new-tokens; --rows of them, cycled.
         #[arg(long, value_name = "FILE")]
         mix: Option<PathBuf>,
+        /// Send each setting's rows through the queue instead of straight to the engine:
+        /// submitted as a job to the Redis at --redis-url / REDIS_URL (use a scratch one; the
+        /// job is purged after), claimed in shards by this process's worker loop with the
+        /// worker's own look-ahead and lease flags, as `conftag-infer` would.
+        #[arg(long)]
+        through_queue: bool,
+        /// Rows per shard with --through-queue (`conftag submit`'s default).
+        #[arg(long, default_value_t = 32, requires = "through_queue")]
+        shard_size: u64,
         /// Append one JSON object per setting to FILE.
         #[arg(long, value_name = "FILE")]
         jsonl: Option<PathBuf>,
@@ -187,8 +204,10 @@ pub struct InferArgs {
     /// Share of GPU memory PagedAttention may take for the KV cache (0..1).
     #[arg(long, default_value_t = 0.85)]
     pub gpu_mem_util: f32,
-    /// Rows held at once across shards: the worker claims another shard while it holds fewer
-    /// rows than this, so it holds up to one shard (less a row) more [default: the requests
+    /// Unfinished rows held at once across shards: the worker claims another shard while the
+    /// rows of its shards not yet answered are fewer than this (a shard waiting for its longest
+    /// row frees the slots of the rows it has done), so it holds up to one shard (less a row)
+    /// more [default: the requests
     /// the engine runs at once + 1: every engine slot busy, at least one row waiting for the
     /// next free slot, at most one shard's worth waiting; a CPU worker running one request at
     /// a time holds one shard, two of one row each]. Shards none of whose rows has reached the

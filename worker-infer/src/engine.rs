@@ -363,19 +363,75 @@ impl MistralEngine {
         prompt: &str,
         sampling: SamplingParams,
     ) -> Result<Generation, GenerateError> {
+        Ok(self.raw_completion_logits(prompt, sampling, 0).await?.0)
+    }
+
+    /// A raw completion and, with `top_logits` > 0, the `top_logits` largest logits of every
+    /// step. mistral.rs's arg-max sampler reports `log10(logit)` as the "logprob" of its top
+    /// tokens, so the logits come back exactly (for positive logits: those at the top of a
+    /// 128k vocabulary). Asking for them takes the host sampling path (the forward pass is the
+    /// same).
+    async fn raw_completion_logits(
+        &self,
+        prompt: &str,
+        sampling: SamplingParams,
+        top_logits: usize,
+    ) -> Result<(Generation, Vec<TokenLogits>), GenerateError> {
+        let message = RequestMessage::Completion {
+            text: prompt.to_owned(),
+            echo_prompt: false,
+            best_of: None,
+        };
+        self.completion_logits(message, sampling, top_logits).await
+    }
+
+    /// The largest logits of the token after `prompt` followed by `continuation` (token ids),
+    /// all prefilled in one step: the reference for a decode step of the same context (a
+    /// decode that computed its step from wrong KV parts from it; rounding does not).
+    pub async fn next_token_logits(
+        &self,
+        prompt: &str,
+        continuation: &[u32],
+        top: usize,
+    ) -> Result<TokenLogits, GenerateError> {
+        let mut ids = self
+            .model
+            .tokenize(
+                either::Either::Right(prompt.to_owned()),
+                None,
+                true,
+                false,
+                None,
+            )
+            .await
+            .map_err(|e| GenerateError::Engine(format!("tokenize: {e}")))?;
+        ids.extend_from_slice(continuation);
+        let sampling = SamplingParams {
+            temperature: Some(0.0),
+            top_k: Some(1),
+            max_len: Some(1),
+            ..SamplingParams::deterministic()
+        };
+        let (_, steps) = self
+            .completion_logits(RequestMessage::CompletionTokens(ids), sampling, top)
+            .await?;
+        steps
+            .into_iter()
+            .next()
+            .ok_or_else(|| GenerateError::Engine("no token generated".into()))
+    }
+
+    async fn completion_logits(
+        &self,
+        message: RequestMessage,
+        mut sampling: SamplingParams,
+        top_logits: usize,
+    ) -> Result<(Generation, Vec<TokenLogits>), GenerateError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Response>(1);
-        let req = Request::Normal(Box::new(NormalRequest::new_simple(
-            RequestMessage::Completion {
-                text: prompt.to_owned(),
-                echo_prompt: false,
-                best_of: None,
-            },
-            sampling,
-            tx,
-            0,
-            None,
-            None,
-        )));
+        sampling.top_n_logprobs = top_logits;
+        let mut request = NormalRequest::new_simple(message, sampling, tx, 0, None, None);
+        request.return_logprobs = top_logits > 0;
+        let req = Request::Normal(Box::new(request));
         let sender = self
             .model
             .inner()
@@ -391,12 +447,34 @@ impl MistralEngine {
                     .choices
                     .first()
                     .ok_or_else(|| GenerateError::Engine("completion without choices".into()))?;
-                Ok(Generation {
+                let steps = c
+                    .logprobs
+                    .as_ref()
+                    .and_then(|l| l.content.as_ref())
+                    .map(|steps| {
+                        steps
+                            .iter()
+                            .map(|step| {
+                                let top: Vec<(u32, f32)> = step
+                                    .top_logprobs
+                                    .iter()
+                                    .map(|t| (t.token, 10f32.powf(t.logprob)))
+                                    .collect();
+                                TokenLogits {
+                                    token: top.first().map_or(u32::MAX, |t| t.0),
+                                    top,
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let generation = Generation {
                     text: c.text.trim().to_owned(),
                     prompt_tokens: r.usage.prompt_tokens as u64,
                     completion_tokens: r.usage.completion_tokens as u64,
                     finish_reason: c.finish_reason.clone(),
-                })
+                };
+                Ok((generation, steps))
             }
             Some(Response::ValidationError(e)) => Err(GenerateError::Row(e.to_string())),
             Some(Response::CompletionModelError(msg, _)) => Err(GenerateError::Engine(msg)),
@@ -474,6 +552,45 @@ impl MistralEngine {
             .collect();
         Ok(SelfCheck::compare(serial, concurrent))
     }
+
+    /// The self-check's two runs with the `top` largest logits of every step of every answer
+    /// (one at a time, then all at once), for [`crate::near_tie::analyse`].
+    pub async fn self_check_logits(
+        &self,
+        prompts: &[String],
+        max_tokens: u32,
+        top: usize,
+    ) -> Result<(Vec<Vec<TokenLogits>>, Vec<Vec<TokenLogits>>), GenerateError> {
+        let sampling = || SamplingParams {
+            temperature: Some(0.0),
+            top_k: Some(1),
+            max_len: Some(max_tokens as usize),
+            ..SamplingParams::deterministic()
+        };
+        let mut serial = Vec::new();
+        for p in prompts {
+            serial.push(self.raw_completion_logits(p, sampling(), top).await?.1);
+        }
+        let concurrent = futures::future::join_all(
+            prompts
+                .iter()
+                .map(|p| self.raw_completion_logits(p, sampling(), top)),
+        )
+        .await
+        .into_iter()
+        .map(|r| r.map(|(_, steps)| steps))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok((serial, concurrent))
+    }
+}
+
+/// A generated token and the largest logits of its step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TokenLogits {
+    /// The token chosen (the arg-max).
+    pub token: u32,
+    /// The largest logits of the step, largest first: (token, logit).
+    pub top: Vec<(u32, f32)>,
 }
 
 /// Result of comparing concurrent with one-at-a-time greedy answers.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod engine;
 pub mod gguf_convert;
 pub mod model_shape;
+pub mod near_tie;
 pub mod openai_engine;
 pub mod processor;
 pub mod reference;

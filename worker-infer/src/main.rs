@@ -98,7 +98,7 @@ async fn run(cli: Cli) -> ExitCode {
             );
             return Ok(());
         }
-        if let Some(Command::SelfCheck { prompts, new_tokens, word_prompts, out }) = &cli.command {
+        if let Some(Command::SelfCheck { prompts, new_tokens, word_prompts, top_logits, out }) = &cli.command {
             let engine = open_engine(&cli.worker, min_seqs(&cli)).await?;
             let ps: Vec<String> = if *word_prompts {
                 (0..*prompts)
@@ -107,6 +107,33 @@ async fn run(cli: Cli) -> ExitCode {
             } else {
                 worker_infer::engine::self_check_prompts(*prompts)
             };
+            if *top_logits > 0 {
+                let Engine::Mistral(m) = &engine else {
+                    anyhow::bail!("--top-logits needs the embedded engine (--engine mistralrs)");
+                };
+                let (serial, concurrent) = m.self_check_logits(&ps, *new_tokens, *top_logits).await?;
+                let report = worker_infer::near_tie::analyse(&serial, &concurrent);
+                println!("{}", report.summary());
+                // Which run computed the first differing step right: prefill its shared
+                // context afresh and see whose logits that step matches.
+                let mut fresh = Vec::new();
+                for d in &report.divergences {
+                    let (Some(s), Some(c)) = (serial[d.prompt].get(d.step), concurrent[d.prompt].get(d.step)) else { continue };
+                    let context: Vec<u32> = serial[d.prompt][..d.step].iter().map(|t| t.token).collect();
+                    let f = m.next_token_logits(&ps[d.prompt], &context, *top_logits).await?;
+                    let (with_serial, with_concurrent) = (worker_infer::near_tie::shared_tokens(&f, s), worker_infer::near_tie::shared_tokens(&f, c));
+                    println!(
+                        "prompt {} token {}: a fresh prefill of the shared context shares {with_serial}/{} of its top logits with the one-at-a-time run, {with_concurrent}/{} with the batched run",
+                        d.prompt, d.step, f.top.len(), f.top.len()
+                    );
+                    fresh.push(serde_json::json!({"prompt": d.prompt, "step": d.step, "shared_with_serial": with_serial, "shared_with_concurrent": with_concurrent, "fresh": f}));
+                }
+                if let Some(path) = out {
+                    let doc = serde_json::json!({"prompts": ps, "serial_logits": serial, "concurrent_logits": concurrent, "near_tie": report, "fresh_prefill": fresh});
+                    std::fs::write(path, serde_json::to_vec(&doc)?)?;
+                }
+                return Ok(());
+            }
             let report = engine.self_check(&ps, *new_tokens).await?;
             println!(
                 "self-check: {}/{} concurrent answers equal one-at-a-time answers",
@@ -118,7 +145,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
             return Ok(());
         }
-        if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens, mix, jsonl, profile }) = &cli.command {
+        if let Some(Command::Bench { in_flight, rows, prompt_words, new_tokens, mix, through_queue, shard_size, jsonl, profile }) = &cli.command {
             // Before the model loads (minutes), not after: a build without the profiler says so now.
             if profile.is_some() && !cfg!(feature = "profile") {
                 anyhow::bail!("--profile needs a conftag-infer built with `--features profile`");
@@ -126,6 +153,11 @@ async fn run(cli: Cli) -> ExitCode {
             let mix = match mix {
                 Some(path) => Some(worker_infer::bench::load_mix(path).map_err(anyhow::Error::msg)?),
                 None => None,
+            };
+            // Connect first: a wrong Redis URL should not cost a model load.
+            let queue = match through_queue {
+                true => Some(Queue::connect(&cli.common.redis_url()).await?),
+                false => None,
             };
             let engine = Arc::new(open_engine(&cli.worker, min_seqs(&cli)).await?);
             println!("{}", worker_infer::bench::header());
@@ -138,12 +170,16 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                     None => None,
                 };
-                let row = match &mix {
-                    Some(mix) => {
-                        let work = worker_infer::bench::mix_prompts(mix, n);
-                        worker_infer::bench::run_rows(engine.clone(), c, work).await?
+                let work = match &mix {
+                    Some(mix) => worker_infer::bench::mix_prompts(mix, n),
+                    None => worker_infer::bench::equal_prompts(n, *prompt_words, *new_tokens),
+                };
+                let row = match &queue {
+                    Some(queue) => {
+                        let config = cli.worker.worker_config(c);
+                        worker_infer::bench::run_through_queue(engine.clone(), c, work, queue, config, *shard_size).await?
                     }
-                    None => worker_infer::bench::run(engine.clone(), c, n, *prompt_words, *new_tokens).await?,
+                    None => worker_infer::bench::run_rows(engine.clone(), c, work).await?,
                 };
                 if let Some(path) = jsonl {
                     use std::io::Write;

@@ -61,11 +61,17 @@ impl ShardProcessor for InferProcessor {
             // first, and a shard counts as started from its first row in the engine.
             let _slot = self.slots.acquire().await.expect("semaphore open");
             ctx.started().await;
-            match self
+            let generated = self
                 .engine
-                .generate(&r.prompt, ctx.spec.prompt_mode, r.max_tokens.unwrap_or(ctx.spec.max_tokens))
-                .await
-            {
+                .generate(
+                    &r.prompt,
+                    ctx.spec.prompt_mode,
+                    r.max_tokens.unwrap_or(ctx.spec.max_tokens),
+                )
+                .await;
+            // Its slot frees now: the worker may claim more while the shard's other rows run.
+            ctx.row_finished();
+            match generated {
                 Ok(g) => {
                     ctx.stats
                         .row_generated(g.prompt_tokens, g.completion_tokens);

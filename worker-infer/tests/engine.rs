@@ -282,3 +282,69 @@ async fn batched_cpu_decoding_gives_the_one_at_a_time_answers() {
         );
     }
 }
+
+/// `self-check --top-logits`: the logits the engine reports are its own (the reference's top
+/// logits at each prompt's first step, in order, the chosen token first), and every batched
+/// difference starts at a near-tie of them (`worker_infer::near_tie`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_own_logits_judge_batched_differences() {
+    let (dir, engine) = tiny_engine(batching_shape()).await;
+    let reference = ReferenceLlama::load(dir.path()).unwrap();
+    let set = prompts(32);
+    let (serial, concurrent) = engine.self_check_logits(&set, 12, 4).await.unwrap();
+    assert_eq!((serial.len(), concurrent.len()), (32, 32));
+    for (p, steps) in set.iter().zip(&serial) {
+        let first = &steps[0];
+        assert_eq!(first.top.len(), 4, "{p:?}");
+        assert_eq!(first.token, first.top[0].0);
+        assert!(first.top.windows(2).all(|w| w[0].1 >= w[1].1), "{first:?}");
+        let ids: Vec<u32> = p.bytes().map(u32::from).collect();
+        let mut want: Vec<(u32, f32)> = reference
+            .next_logits(&ids)
+            .into_iter()
+            .enumerate()
+            .map(|(t, l)| (t as u32, l))
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for ((t, l), (wt, wl)) in first.top.iter().zip(&want) {
+            assert!(
+                (l - wl).abs() <= 1e-3 * wl.abs().max(1.0),
+                "{p:?}: engine logit {l} of token {t}, reference {wl} of token {wt}"
+            );
+        }
+    }
+    // A decode step equals a fresh prefill of the same context (what the self-check uses to
+    // tell which run of a difference is right).
+    let long_enough: Vec<_> = set
+        .iter()
+        .zip(&serial)
+        .filter(|(_, s)| s.len() > 5)
+        .take(4)
+        .collect();
+    assert!(!long_enough.is_empty(), "no answer of 6 tokens");
+    for (p, steps) in long_enough {
+        let context: Vec<u32> = steps[..5].iter().map(|t| t.token).collect();
+        let fresh = engine.next_token_logits(p, &context, 4).await.unwrap();
+        assert_eq!(
+            worker_infer::near_tie::shared_tokens(&fresh, &steps[5]),
+            4,
+            "{p:?}: {fresh:?} vs {:?}",
+            steps[5]
+        );
+        for ((_, a), (_, b)) in fresh.top.iter().zip(&steps[5].top) {
+            assert!(
+                (a - b).abs() <= 1e-3 * b.abs().max(1.0),
+                "{p:?}: {a} vs {b}"
+            );
+        }
+    }
+    let report = worker_infer::near_tie::analyse(&serial, &concurrent);
+    eprintln!("{}", report.summary());
+    assert!(report.matched_steps > 0);
+    assert!(
+        report.divergences.iter().all(|d| d.near_tie),
+        "{:?}",
+        report.divergences
+    );
+    assert!(report.equal >= 31, "{}", report.summary());
+}
