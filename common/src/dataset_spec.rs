@@ -216,9 +216,8 @@ impl Template {
                         parts.push(Part::Text(std::mem::take(&mut lit)));
                     }
                     parts.push(Part::Field(name.to_owned()));
-                    for _ in 0..name.chars().count() + 1 {
-                        chars.next();
-                    }
+                    // Past the name and its `}`.
+                    chars.nth(name.chars().count());
                 }
                 '}' => {
                     return Err(format!(
