@@ -63,7 +63,11 @@ impl ShardProcessor for InferProcessor {
             ctx.started().await;
             match self
                 .engine
-                .generate(&r.prompt, ctx.spec.prompt_mode, r.max_tokens.unwrap_or(ctx.spec.max_tokens))
+                .generate(
+                    &r.prompt,
+                    ctx.spec.prompt_mode,
+                    r.max_tokens.unwrap_or(ctx.spec.max_tokens),
+                )
                 .await
             {
                 Ok(g) => {
