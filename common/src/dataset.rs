@@ -1,5 +1,6 @@
 //! Dataset splits: where rows come from (the Hugging Face hub or a local file) and how a raw
-//! row of MATH, MedQA or BoolQ becomes an [`InputRow`] with the seed pipeline's prompt.
+//! row becomes an [`InputRow`] with its prompt, as its [`DatasetSpec`] says (MATH, MedQA and
+//! BoolQ are built-in specs; see [`crate::dataset_spec`]).
 //!
 //! Every check names the file, the row (0-based index in the split, plus the line number for
 //! JSONL) and the column, because a bad row found after submit would cost GPU time.
@@ -18,99 +19,22 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::dataset_spec::{Checker, DatasetSpec};
+use crate::job::PromptMode;
 use crate::prompt;
-
-/// One of the three datasets the seed pipeline knows.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Dataset {
-    Math,
-    Medqa,
-    Boolq,
-}
-
-impl Dataset {
-    pub const ALL: [Dataset; 3] = [Dataset::Math, Dataset::Medqa, Dataset::Boolq];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dataset::Math => "math",
-            Dataset::Medqa => "medqa",
-            Dataset::Boolq => "boolq",
-        }
-    }
-
-    /// The hub dataset the seed reads.
-    pub fn hub_repo(self) -> &'static str {
-        match self {
-            Dataset::Math => "huyxdang/math-split",
-            Dataset::Medqa => "huyxdang/medqa-split",
-            Dataset::Boolq => "huyxdang/boolq-split",
-        }
-    }
-
-    /// Domain name used in the confidence tokens (`<CN_MATH>`, `<UN_READ>`, …).
-    pub fn domain(self) -> &'static str {
-        match self {
-            Dataset::Math => "MATH",
-            Dataset::Medqa => "MED",
-            Dataset::Boolq => "READ",
-        }
-    }
-
-    /// The seed's `max_tokens` for this dataset.
-    pub fn default_max_tokens(self) -> u32 {
-        match self {
-            Dataset::Math => 512,
-            Dataset::Medqa => 256,
-            Dataset::Boolq => 128,
-        }
-    }
-
-    /// Columns every row must have, with the JSON type expected.
-    fn required_columns(self) -> &'static [(&'static str, ColumnType)] {
-        match self {
-            Dataset::Math => &[
-                ("problem", ColumnType::String),
-                ("solution", ColumnType::String),
-            ],
-            Dataset::Medqa => &[
-                ("question", ColumnType::String),
-                ("answer", ColumnType::String),
-                ("options", ColumnType::Object),
-            ],
-            Dataset::Boolq => &[
-                ("question", ColumnType::String),
-                ("answer", ColumnType::Bool),
-                ("passage", ColumnType::String),
-            ],
-        }
-    }
-}
-
-impl std::fmt::Display for Dataset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum ColumnType {
     String,
     Bool,
-    Object,
+    /// A number, or a string that parses as one.
+    Number,
+    /// A string, number or boolean.
+    Scalar,
+    /// Options: an object letter → text, or a list of texts.
+    Options,
+    /// A row id: a string or a number.
+    Id,
 }
 
 impl ColumnType {
@@ -118,16 +42,60 @@ impl ColumnType {
         match self {
             ColumnType::String => v.is_string(),
             ColumnType::Bool => v.is_boolean(),
-            ColumnType::Object => v.is_object(),
+            ColumnType::Number => {
+                v.is_number()
+                    || v.as_str()
+                        .is_some_and(|s| s.trim().replace(',', "").parse::<f64>().is_ok())
+            }
+            ColumnType::Scalar => v.is_string() || v.is_number() || v.is_boolean(),
+            ColumnType::Options => v.is_object() || v.is_array(),
+            ColumnType::Id => v.is_string() || v.is_number(),
         }
     }
     fn name(self) -> &'static str {
         match self {
             ColumnType::String => "a string",
             ColumnType::Bool => "a boolean",
-            ColumnType::Object => "an object (struct)",
+            ColumnType::Number => "a number (or a string holding one)",
+            ColumnType::Scalar => "a string, number or boolean",
+            ColumnType::Options => "an object (struct) of letter → text, or a list",
+            ColumnType::Id => "a string or a number",
         }
     }
+
+    /// The type of the answer column under a checker.
+    fn of_answer(checker: &Checker) -> Self {
+        match checker {
+            Checker::Boolean => ColumnType::Bool,
+            Checker::Numeric { .. } => ColumnType::Number,
+            Checker::None => ColumnType::Scalar,
+            Checker::Choice | Checker::Exact | Checker::Normalized | Checker::BoxedMath => {
+                ColumnType::String
+            }
+        }
+    }
+}
+
+/// The columns every row of `spec` must have, in the order they are checked.
+fn required_columns(spec: &DatasetSpec) -> Vec<(&str, ColumnType)> {
+    let c = &spec.columns;
+    let mut out = vec![
+        (c.question.as_str(), ColumnType::String),
+        (c.answer.as_str(), ColumnType::of_answer(&spec.answer)),
+    ];
+    if let Some(p) = &c.passage {
+        out.push((p, ColumnType::String));
+    }
+    if let Some(o) = &c.options {
+        out.push((o, ColumnType::Options));
+    }
+    if let Some(i) = &c.id {
+        out.push((i, ColumnType::Id));
+    }
+    for e in &c.extra {
+        out.push((e, ColumnType::String));
+    }
+    out
 }
 
 fn json_type_name(v: &Value) -> &'static str {
@@ -147,18 +115,24 @@ fn json_type_name(v: &Value) -> &'static str {
 pub struct InputRow {
     /// Position in the split; the row's key in every output file.
     pub index: u64,
-    /// The question as the seed's prediction files show it (MATH: the problem).
+    /// The question as the seed's prediction files show it (the spec's question column;
+    /// MATH: the problem).
     pub question: String,
     /// The full completion prompt (seed format).
     pub prompt: String,
-    /// The seed's `correct_answer`, with its JSON type (string, or bool for BoolQ).
+    /// The seed's `correct_answer`: the answer column with its JSON type (string, bool for
+    /// BoolQ, number for a numeric spec).
     pub correct_answer: Value,
-    /// MedQA options, letter → text.
+    /// Options, letter → text (MedQA's, or any spec's options column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
     /// MedQA `answer_idx` (the correct letter), when the split has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_letter: Option<String>,
+    /// The row's id column, when its spec names one (no built-in does: their digests and
+    /// job ids are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// This row's new-token budget, when it is not the job's `max_tokens` (the engine
     /// bench's queue mode gives every row of the real-length mix its own budget). Absent
     /// for dataset rows, so their digests and job ids are unchanged.
@@ -170,10 +144,34 @@ pub struct InputRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DatasetSource {
-    /// `data/{split}-00000-of-00001.parquet` of a hub dataset repo.
-    Hub { repo: String, split: String },
-    /// A local JSONL, JSON (array of objects) or parquet file with the hub's columns.
+    /// A file of a hub dataset repo (the spec's `hub_file`: by default
+    /// `data/{split}-00000-of-00001.parquet`).
+    Hub {
+        repo: String,
+        split: String,
+        file: String,
+    },
+    /// A local JSONL, JSON (array of objects) or parquet file with the spec's columns.
     File { path: PathBuf },
+}
+
+impl DatasetSource {
+    /// The hub file of `split` of a spec with a hub repo.
+    pub fn hub(spec: &DatasetSpec, split: &str) -> Option<Self> {
+        spec.source.hub.as_ref().map(|repo| DatasetSource::Hub {
+            repo: repo.clone(),
+            split: split.to_owned(),
+            file: spec.hub_file(split),
+        })
+    }
+
+    /// How a job shows where its rows came from: `hub:{repo}@{split}`, `file:{path}`.
+    pub fn label(&self) -> String {
+        match self {
+            DatasetSource::File { path } => format!("file:{}", path.display()),
+            DatasetSource::Hub { repo, split, .. } => format!("hub:{repo}@{split}"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,8 +195,8 @@ pub enum DatasetError {
     MissingColumn {
         path: PathBuf,
         row_ref: String,
-        column: &'static str,
-        dataset: Dataset,
+        column: String,
+        dataset: String,
         expected: String,
     },
     #[error("{path}: {row_ref}: column `{column}` is {found}, expected {expected}")]
@@ -268,16 +266,27 @@ struct RawRow {
     row_ref: String,
 }
 
-/// Load and validate every row of a split, building the seed's prompts.
+/// Load and validate every row of a split, building the raw-completion prompts.
 pub async fn load_split(
-    dataset: Dataset,
+    spec: &DatasetSpec,
     source: &DatasetSource,
     limit: Option<usize>,
 ) -> Result<Vec<InputRow>, DatasetError> {
+    load_split_for(spec, source, limit, PromptMode::Raw).await
+}
+
+/// Load and validate every row of a split, building the prompts of `mode` (the spec's chat
+/// template, when it has one, for chat jobs).
+pub async fn load_split_for(
+    spec: &DatasetSpec,
+    source: &DatasetSource,
+    limit: Option<usize>,
+    mode: PromptMode,
+) -> Result<Vec<InputRow>, DatasetError> {
     let path = match source {
         DatasetSource::File { path } => path.clone(),
-        DatasetSource::Hub { repo, split } => {
-            crate::dataset::hub::download_split(repo, split).await?
+        DatasetSource::Hub { repo, split, file } => {
+            crate::dataset::hub::download_split(repo, split, file).await?
         }
     };
     let path_for_task = path.clone();
@@ -292,7 +301,7 @@ pub async fn load_split(
     }
     raw.into_iter()
         .enumerate()
-        .map(|(i, r)| build_row(dataset, &path, i as u64, r))
+        .map(|(i, r)| build_row(spec, mode, &path, i as u64, r))
         .collect()
 }
 
@@ -454,7 +463,8 @@ fn read_parquet(path: &Path, limit: usize) -> Result<Vec<RawRow>, DatasetError> 
 }
 
 fn build_row(
-    dataset: Dataset,
+    spec: &DatasetSpec,
+    mode: PromptMode,
     path: &Path,
     index: u64,
     raw: RawRow,
@@ -468,19 +478,19 @@ fn build_row(
             expected: "an object",
         });
     };
-    let expected = dataset
-        .required_columns()
+    let required = required_columns(spec);
+    let expected = required
         .iter()
         .map(|(c, _)| format!("`{c}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    for (column, ty) in dataset.required_columns() {
+    for (column, ty) in &required {
         let Some(v) = obj.get(*column) else {
             return Err(DatasetError::MissingColumn {
                 path: path.to_owned(),
                 row_ref: raw.row_ref,
-                column,
-                dataset,
+                column: (*column).to_owned(),
+                dataset: spec.name.clone(),
                 expected,
             });
         };
@@ -494,51 +504,41 @@ fn build_row(
             });
         }
     }
-    check_row_size(dataset, path, &raw.row_ref, obj)?;
+    let answer_letter_column = spec.columns.answer_letter.as_deref();
+    check_row_size(&required, answer_letter_column, path, &raw.row_ref, obj)?;
     let s = |c: &str| obj[c].as_str().unwrap_or_default().to_owned();
-    let row = match dataset {
-        Dataset::Math => {
-            let problem = s("problem");
-            InputRow {
-                index,
-                prompt: prompt::math(&problem),
-                question: problem,
-                correct_answer: Value::String(s("solution")),
-                options: None,
-                answer_letter: None,
-                max_tokens: None,
-            }
-        }
-        Dataset::Medqa => {
-            let options = medqa_options(path, &raw.row_ref, &obj["options"])?;
-            let question = s("question");
-            InputRow {
-                index,
-                prompt: prompt::medqa(&question, &options),
-                question,
-                correct_answer: Value::String(s("answer")),
-                answer_letter: obj
-                    .get("answer_idx")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                options: Some(options),
-                max_tokens: None,
-            }
-        }
-        Dataset::Boolq => {
-            let question = s("question");
-            InputRow {
-                index,
-                prompt: prompt::boolq(&s("passage"), &question),
-                question,
-                correct_answer: obj["answer"].clone(),
-                options: None,
-                answer_letter: None,
-                max_tokens: None,
-            }
-        }
+    let cols = &spec.columns;
+    let options = match &cols.options {
+        Some(c) => Some(options(path, &raw.row_ref, c, &obj[c.as_str()])?),
+        None => None,
     };
-    Ok(row)
+    let question = s(&cols.question);
+    let template = match (mode, &spec.prompt.chat_template) {
+        (PromptMode::Chat, Some(t)) => t,
+        _ => &spec.prompt.template,
+    };
+    let prompt = template.render(|field| match field {
+        "question" => question.as_str().into(),
+        "options" => prompt::options_block(options.as_ref().expect("checked by the spec")).into(),
+        "passage" => s(cols.passage.as_deref().expect("checked by the spec")).into(),
+        extra => s(extra).into(),
+    });
+    Ok(InputRow {
+        index,
+        prompt,
+        question,
+        correct_answer: obj[cols.answer.as_str()].clone(),
+        answer_letter: answer_letter_column
+            .and_then(|c| obj.get(c))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        options,
+        id: cols.id.as_deref().map(|c| match &obj[c] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        max_tokens: None,
+    })
 }
 
 /// Bytes of text in a JSON value (strings and object keys).
@@ -553,18 +553,20 @@ fn text_bytes(v: &Value) -> usize {
 
 /// Refuse a row whose used columns hold more than [`MAX_ROW_BYTES`], naming the largest.
 fn check_row_size(
-    dataset: Dataset,
+    required: &[(&str, ColumnType)],
+    answer_letter: Option<&str>,
     path: &Path,
     row_ref: &str,
     obj: &Map<String, Value>,
 ) -> Result<(), DatasetError> {
-    let mut columns: Vec<(&str, usize)> = dataset
-        .required_columns()
+    let mut columns: Vec<(&str, usize)> = required
         .iter()
         .map(|(c, _)| (*c, text_bytes(&obj[*c])))
         .collect();
-    if let Some(v) = obj.get("answer_idx") {
-        columns.push(("answer_idx", text_bytes(v)));
+    if let Some(c) = answer_letter {
+        if let Some(v) = obj.get(c) {
+            columns.push((c, text_bytes(v)));
+        }
     }
     let bytes: usize = columns.iter().map(|(_, n)| n).sum();
     if bytes <= MAX_ROW_BYTES {
@@ -584,26 +586,43 @@ fn check_row_size(
     })
 }
 
-/// MedQA options: a struct letter → text; letters with a null value (4-option rows stored in
-/// a 5-letter struct) are dropped.
-fn medqa_options(
+/// Options: a struct letter → text, where letters with a null value (4-option rows stored in
+/// a 5-letter struct) are dropped, or a list of texts, lettered A, B, C, ….
+fn options(
     path: &Path,
     row_ref: &str,
+    column: &str,
     value: &Value,
 ) -> Result<BTreeMap<String, String>, DatasetError> {
-    let obj: &Map<String, Value> = value.as_object().expect("checked as object");
+    let entries: Vec<(String, &Value)> = match value {
+        Value::Object(obj) => obj.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Value::Array(items) if items.len() <= 26 => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (char::from(b'A' + i as u8).to_string(), v))
+            .collect(),
+        _ => {
+            return Err(DatasetError::WrongType {
+                path: path.to_owned(),
+                row_ref: row_ref.to_owned(),
+                column: column.to_owned(),
+                found: "a list of more than 26 options",
+                expected: "at most 26 options (A-Z)",
+            })
+        }
+    };
     let mut out = BTreeMap::new();
-    for (letter, text) in obj {
+    for (letter, text) in entries {
         match text {
             Value::Null => {}
             Value::String(t) => {
-                out.insert(letter.clone(), t.clone());
+                out.insert(letter, t.clone());
             }
             other => {
                 return Err(DatasetError::WrongType {
                     path: path.to_owned(),
                     row_ref: row_ref.to_owned(),
-                    column: format!("options.{letter}"),
+                    column: format!("{column}.{letter}"),
                     found: json_type_name(other),
                     expected: "a string",
                 })
@@ -614,7 +633,7 @@ fn medqa_options(
         return Err(DatasetError::WrongType {
             path: path.to_owned(),
             row_ref: row_ref.to_owned(),
-            column: "options".into(),
+            column: column.to_owned(),
             found: "an empty object",
             expected: "at least one option",
         });
@@ -656,9 +675,14 @@ pub mod hub {
         std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
     }
 
-    /// Fetch `data/{split}-00000-of-00001.parquet` of a dataset repo into the hub cache
-    /// (`HF_HOME`), with `HF_TOKEN` for private or gated repos.
-    pub async fn download_split(repo: &str, split: &str) -> Result<PathBuf, DatasetError> {
+    /// Fetch a split's file (`data/{split}-00000-of-00001.parquet` for the seed's datasets)
+    /// of a dataset repo into the hub cache (`HF_HOME`), with `HF_TOKEN` for private or gated
+    /// repos.
+    pub async fn download_split(
+        repo: &str,
+        split: &str,
+        file: &str,
+    ) -> Result<PathBuf, DatasetError> {
         use hf_hub::api::tokio::ApiBuilder;
         use hf_hub::{Repo, RepoType};
         let err = |detail: String| DatasetError::Hub {
@@ -679,9 +703,7 @@ pub mod hub {
             RepoType::Dataset,
             "main".to_owned(),
         ));
-        let file = format!("data/{split}-00000-of-00001.parquet");
-        match tokio::time::timeout(std::time::Duration::from_secs(600), repo_handle.get(&file))
-            .await
+        match tokio::time::timeout(std::time::Duration::from_secs(600), repo_handle.get(file)).await
         {
             Ok(Ok(path)) => Ok(path),
             Ok(Err(e)) => Err(err(format!("{file}: {}", error_chain(&e)))),
@@ -693,6 +715,10 @@ pub mod hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn builtin(name: &str) -> &'static DatasetSpec {
+        crate::dataset_spec::builtin(name).unwrap()
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -708,7 +734,7 @@ mod tests {
             "b.jsonl",
             "{\"question\":\"is it\",\"answer\":true,\"passage\":\"it is\"}\n\n{\"question\":\"q2\",\"answer\":false,\"passage\":\"p2\"}\n",
         );
-        let rows = load_split(Dataset::Boolq, &DatasetSource::File { path: p }, None)
+        let rows = load_split(builtin("boolq"), &DatasetSource::File { path: p }, None)
             .await
             .unwrap();
         assert_eq!(rows.len(), 2);
@@ -726,7 +752,7 @@ mod tests {
             "{\"problem\":\"x\",\"solution\":\"y\"}\n{\"problem\":\"x\"\n",
         );
         let e = load_split(
-            Dataset::Math,
+            builtin("math"),
             &DatasetSource::File { path: p.clone() },
             None,
         )
@@ -740,7 +766,7 @@ mod tests {
             "m2.jsonl",
             "{\"problem\":\"x\",\"solution\":3}\n",
         );
-        let e = load_split(Dataset::Math, &DatasetSource::File { path: p }, None)
+        let e = load_split(builtin("math"), &DatasetSource::File { path: p }, None)
             .await
             .unwrap_err()
             .to_string();
@@ -754,21 +780,21 @@ mod tests {
             "q.json",
             "[{\"question\":\"x\",\"answer\":\"y\"}]",
         );
-        let e = load_split(Dataset::Medqa, &DatasetSource::File { path: p }, None)
+        let e = load_split(builtin("medqa"), &DatasetSource::File { path: p }, None)
             .await
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing column `options`"), "{e}");
 
         let p = write(dir.path(), "e.jsonl", "\n");
-        let e = load_split(Dataset::Boolq, &DatasetSource::File { path: p }, None)
+        let e = load_split(builtin("boolq"), &DatasetSource::File { path: p }, None)
             .await
             .unwrap_err()
             .to_string();
         assert!(e.contains("no rows"), "{e}");
 
         let p = write(dir.path(), "bad.parquet", "PAR1 not really");
-        let e = load_split(Dataset::Boolq, &DatasetSource::File { path: p }, None)
+        let e = load_split(builtin("boolq"), &DatasetSource::File { path: p }, None)
             .await
             .unwrap_err()
             .to_string();

@@ -39,6 +39,9 @@ pub enum ExportError {
 #[derive(Debug, Clone)]
 pub struct ExportedJob {
     pub job: JobId,
+    pub dataset: String,
+    /// The confidence-token domain of the job's dataset spec (empty if unknown here).
+    pub domain: String,
     pub predictions: PathBuf,
     pub tagged: PathBuf,
     pub rows: u64,
@@ -146,6 +149,12 @@ pub async fn export_jobs(
         }
         done.push(ExportedJob {
             job: r.job.clone(),
+            dataset: r.spec.dataset.clone(),
+            domain: r
+                .spec
+                .dataset_spec()
+                .map(|d| d.domain.clone())
+                .unwrap_or_default(),
             predictions,
             tagged,
             rows: r.spec.rows,
@@ -204,18 +213,22 @@ async fn read_job(queue: &Queue, job: &JobId) -> Result<JobExport, QueueError> {
                         "tagged_response": t.tagged_response,
                     }),
                 );
-                out.training.push(
-                    serde_json::to_string(&json!({
-                        "prompt": input.prompt,
-                        "completion": t.tagged_response,
-                        "dataset": spec.dataset,
-                        "model": spec.model,
-                        "split": spec.split,
-                        "index": input.index,
-                        "correct": t.correct,
-                    }))
-                    .expect("json serializes"),
-                );
+                let mut line = json!({
+                    "prompt": input.prompt,
+                    "completion": t.tagged_response,
+                    "dataset": spec.dataset,
+                    "model": spec.model,
+                    "split": spec.split,
+                    "index": input.index,
+                    "correct": t.correct,
+                });
+                // The dataset's own row id, for specs that name an id column (no built-in
+                // does, so their lines are unchanged).
+                if let (Some(id), Some(obj)) = (&input.id, line.as_object_mut()) {
+                    obj.insert("id".into(), Value::String(id.clone()));
+                }
+                out.training
+                    .push(serde_json::to_string(&line).expect("json serializes"));
             }
             None => {
                 out.unjudged.insert(

@@ -1,11 +1,16 @@
 //! A job is one (model, dataset, split) with its inference settings. Its id is derived from
 //! the spec (and the rows' content), so submitting the same job twice is a no-op, and the
 //! same id with other settings is a conflict the user must resolve.
+//!
+//! A job of a built-in dataset names it only (`"dataset":"math"`, as before dataset specs, so
+//! its id and stored spec are unchanged); a job of any other dataset spec also carries the
+//! whole spec and its digest, which enters the id.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{Dataset, InputRow};
+use crate::dataset::InputRow;
+use crate::dataset_spec::{self, DatasetSpec};
 
 /// How prompts reach the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -70,11 +75,12 @@ impl Default for JudgeSettings {
 pub const DEFAULT_JUDGE_MODEL: &str = "gpt-4o-2024-08-06";
 
 /// What a job computes. Serialized canonically (field order fixed) into Redis.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// Model name the infer workers match on (a hub id, or any name given to `conftag-infer --model`).
     pub model: String,
-    pub dataset: Dataset,
+    /// The dataset spec's name (`math`, `medqa`, `boolq` or a spec file's `name`).
+    pub dataset: String,
     pub split: String,
     /// Where the rows came from (for people; the rows themselves are in Redis).
     pub source: String,
@@ -83,28 +89,51 @@ pub struct JobSpec {
     pub prompt_mode: PromptMode,
     /// SHA-256 of the input rows, so the same name over other data is another job.
     pub rows_digest: String,
+    /// [`DatasetSpec::digest`] of a spec that is not a built-in (absent for built-ins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
+    /// The whole spec of a dataset that is not a built-in, so workers need no file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_spec: Option<Box<DatasetSpec>>,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("job of dataset `{0}`, which is neither built in ({builtins}) nor carried by the job; this worker is older than the job", builtins = dataset_spec::builtin_names())]
+pub struct UnknownDataset(pub String);
+
 impl JobSpec {
-    /// The spec of `rows` of one split, with the digest of the rows.
+    /// The spec of `rows` of one split, with the digest of the rows (and of the dataset
+    /// spec, with the spec itself, when it is not a built-in).
     pub fn for_rows(
         model: impl Into<String>,
-        dataset: Dataset,
+        dataset: &DatasetSpec,
         split: impl Into<String>,
         source: impl Into<String>,
         rows: &[InputRow],
         max_tokens: u32,
         prompt_mode: PromptMode,
     ) -> Self {
+        let custom = !dataset.is_builtin();
         Self {
             model: model.into(),
-            dataset,
+            dataset: dataset.name.clone(),
             split: split.into(),
             source: source.into(),
             rows: rows.len() as u64,
             max_tokens,
             prompt_mode,
             rows_digest: rows_digest(rows),
+            spec_digest: custom.then(|| dataset.digest()),
+            dataset_spec: custom.then(|| Box::new(dataset.clone())),
+        }
+    }
+
+    /// The job's dataset spec: the one it carries, or the built-in of its name.
+    pub fn dataset_spec(&self) -> Result<&DatasetSpec, UnknownDataset> {
+        match &self.dataset_spec {
+            Some(s) => Ok(s),
+            None => dataset_spec::builtin(&self.dataset)
+                .ok_or_else(|| UnknownDataset(self.dataset.clone())),
         }
     }
 
@@ -113,7 +142,7 @@ impl JobSpec {
         format!(
             "{}_{}_{}",
             model_short(&self.model),
-            self.dataset,
+            sanitize(&self.dataset),
             sanitize(&self.split)
         )
     }
@@ -121,12 +150,15 @@ impl JobSpec {
     /// `{stem}-{8 hex of the spec hash}`: readable and unique per spec identity.
     pub fn id(&self) -> JobId {
         let mut h = Sha256::new();
-        for part in [
-            self.model.as_str(),
-            self.dataset.name(),
-            self.split.as_str(),
-            self.rows_digest.as_str(),
-        ] {
+        let parts = [
+            Some(self.model.as_str()),
+            Some(self.dataset.as_str()),
+            Some(self.split.as_str()),
+            Some(self.rows_digest.as_str()),
+            // Only specs that are not built in: built-in ids are what they always were.
+            self.spec_digest.as_deref(),
+        ];
+        for part in parts.into_iter().flatten() {
             h.update(part.as_bytes());
             h.update([0u8]);
         }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dataset;
+pub mod dataset_spec;
 pub mod export;
 pub mod http;
 pub mod job;
@@ -16,6 +17,7 @@ pub mod status;
 pub mod testutil;
 pub mod worker;
 
-pub use dataset::{Dataset, DatasetSource, InputRow};
+pub use dataset::{DatasetSource, InputRow};
+pub use dataset_spec::DatasetSpec;
 pub use job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
 pub use queue::{Queue, QueueError, ShardLease, Stage};

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::dataset::Dataset;
+use crate::dataset_spec::DatasetSpec;
 
 /// The output of inference for one row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,13 +57,9 @@ pub struct TaggedRecord {
     pub judge_error: Option<String>,
 }
 
-/// The confidence token for a verdict.
-pub fn confidence_token(dataset: Dataset, correct: bool) -> String {
-    format!(
-        "<{}_{}>",
-        if correct { "CN" } else { "UN" },
-        dataset.domain()
-    )
+/// The confidence token for a verdict on a row of `dataset` (its spec's domain).
+pub fn confidence_token(dataset: &DatasetSpec, correct: bool) -> String {
+    dataset.confidence_token(correct)
 }
 
 /// Provenance of a verdict.
@@ -78,7 +74,7 @@ impl TaggedRecord {
     /// Tag a prediction with a verdict exactly as the seed did:
     /// `correct = (verdict == "yes")`, `tagged_response = response + " " + token`.
     pub fn tag(
-        dataset: Dataset,
+        dataset: &DatasetSpec,
         prediction: &PredictionRecord,
         verdict: JudgeResponse,
         provenance: Provenance,
@@ -144,11 +140,12 @@ mod tests {
             judge_model: "m".into(),
             judge_prompt_sha: "x".into(),
         };
-        let t = TaggedRecord::tag(Dataset::Math, &p, v, prov);
+        let b = |n| crate::dataset_spec::builtin(n).unwrap();
+        let t = TaggedRecord::tag(b("math"), &p, v, prov);
         assert!(t.correct);
         assert_eq!(t.confidence_token, "<CN_MATH>");
         assert_eq!(t.tagged_response, "The answer is 42. <CN_MATH>");
-        assert_eq!(confidence_token(Dataset::Boolq, false), "<UN_READ>");
-        assert_eq!(confidence_token(Dataset::Medqa, true), "<CN_MED>");
+        assert_eq!(confidence_token(b("boolq"), false), "<UN_READ>");
+        assert_eq!(confidence_token(b("medqa"), true), "<CN_MED>");
     }
 }

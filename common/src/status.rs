@@ -112,6 +112,12 @@ pub struct JobStatus {
     pub id: JobId,
     pub model: String,
     pub dataset: String,
+    /// Confidence-token domain of the dataset spec (`MATH` for `<CN_MATH>`).
+    #[serde(default)]
+    pub domain: String,
+    /// Digest of the dataset spec, for jobs of a spec file (not for built-ins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
     pub split: String,
     pub state: JobState,
     pub rows: u64,
@@ -316,7 +322,12 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
     Ok(JobStatus {
         id: id.clone(),
         model: spec.model.clone(),
-        dataset: spec.dataset.name().to_owned(),
+        dataset: spec.dataset.clone(),
+        domain: spec
+            .dataset_spec()
+            .map(|d| d.domain.clone())
+            .unwrap_or_default(),
+        spec_digest: spec.spec_digest.clone(),
         split: spec.split.clone(),
         state,
         rows: spec.rows,

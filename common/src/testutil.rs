@@ -335,6 +335,7 @@ pub fn synthetic_rows(n: u64) -> Vec<crate::dataset::InputRow> {
             correct_answer: serde_json::Value::Bool(i % 2 == 0),
             options: None,
             answer_letter: None,
+            id: None,
             max_tokens: None,
         })
         .collect()

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use common::dataset::{load_split, Dataset, DatasetSource, InputRow, MAX_ROW_BYTES};
+use common::dataset::{load_split, DatasetSource, InputRow, MAX_ROW_BYTES};
+use common::dataset_spec::builtin;
 use common::testutil::{write_parquet, ParquetValues};
 
 fn file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
@@ -15,9 +16,10 @@ fn file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     p
 }
 
-async fn load(dataset: Dataset, path: &Path) -> Result<Vec<InputRow>, String> {
+/// Rows of the built-in dataset `dataset` from `path`.
+async fn load(dataset: &str, path: &Path) -> Result<Vec<InputRow>, String> {
     load_split(
-        dataset,
+        builtin(dataset).expect("a built-in dataset"),
         &DatasetSource::File {
             path: path.to_owned(),
         },
@@ -28,7 +30,7 @@ async fn load(dataset: Dataset, path: &Path) -> Result<Vec<InputRow>, String> {
 }
 
 /// Refused, and the message holds the file name and every one of `words`.
-async fn refused(dataset: Dataset, path: &Path, words: &[&str]) {
+async fn refused(dataset: &str, path: &Path, words: &[&str]) {
     let e = load(dataset, path)
         .await
         .expect_err(&format!("{} loaded", path.display()));
@@ -72,16 +74,11 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
         "missing.jsonl",
         boolq_line("q", "true", "p") + "{\"question\":\"q\",\"answer\":false}\n",
     );
-    refused(
-        Dataset::Boolq,
-        &p,
-        &["row 1 (line 2)", "missing column `passage`"],
-    )
-    .await;
+    refused("boolq", &p, &["row 1 (line 2)", "missing column `passage`"]).await;
 
     let p = file(d, "typed.jsonl", boolq_line("q", "\"yes\"", "p"));
     refused(
-        Dataset::Boolq,
+        "boolq",
         &p,
         &[
             "row 0 (line 1)",
@@ -91,7 +88,7 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
     .await;
 
     let p = file(d, "scalar.jsonl", boolq_line("q", "true", "p") + "42\n");
-    refused(Dataset::Boolq, &p, &["row 1 (line 2)", "a number"]).await;
+    refused("boolq", &p, &["row 1 (line 2)", "a number"]).await;
 
     let p = file(
         d,
@@ -99,7 +96,7 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
         r#"[{"question":"q","answer":"a","options":"A) x B) y"}]"#,
     );
     refused(
-        Dataset::Medqa,
+        "medqa",
         &p,
         &["row 0", "column `options` is a string, expected an object"],
     )
@@ -110,10 +107,10 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
         "option_b.json",
         r#"[{"question":"q","answer":"a","options":{"A":"x","B":7}}]"#,
     );
-    refused(Dataset::Medqa, &p, &["row 0", "`options.B` is a number"]).await;
+    refused("medqa", &p, &["row 0", "`options.B` is a number"]).await;
 
     let p = file(d, "object.json", r#"{"question":"q"}"#);
-    refused(Dataset::Boolq, &p, &["not a JSON array", "an object"]).await;
+    refused("boolq", &p, &["not a JSON array", "an object"]).await;
 
     // The hub's columns of another dataset: MATH rows given as BoolQ.
     let p = file(
@@ -122,7 +119,7 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
         "{\"problem\":\"1+1\",\"solution\":\"2\"}\n",
     );
     refused(
-        Dataset::Boolq,
+        "boolq",
         &p,
         &[
             "row 0 (line 1)",
@@ -142,7 +139,7 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
         ],
     )
     .unwrap();
-    refused(Dataset::Boolq, &p, &["row 0", "missing column `passage`"]).await;
+    refused("boolq", &p, &["row 0", "missing column `passage`"]).await;
 
     let p = d.join("int_answer.parquet");
     write_parquet(
@@ -161,7 +158,7 @@ async fn wrong_columns_and_types_name_file_row_and_column() {
     )
     .unwrap();
     refused(
-        Dataset::Boolq,
+        "boolq",
         &p,
         &["row 0", "column `answer` is a number, expected a boolean"],
     )
@@ -181,7 +178,7 @@ async fn corrupt_files_are_refused_not_half_read() {
             .map(|i| format!("passage {i}").into_bytes())
             .collect(),
     );
-    assert_eq!(load(Dataset::Boolq, &good).await.unwrap().len(), 50);
+    assert_eq!(load("boolq", &good).await.unwrap().len(), 50);
     let bytes = std::fs::read(&good).unwrap();
     for (name, len) in [
         ("cut_half.parquet", bytes.len() / 2),
@@ -189,35 +186,30 @@ async fn corrupt_files_are_refused_not_half_read() {
         ("cut_magic.parquet", 4),
     ] {
         let p = file(d, name, &bytes[..len]);
-        refused(Dataset::Boolq, &p, &["not a readable parquet file"]).await;
+        refused("boolq", &p, &["not a readable parquet file"]).await;
     }
     let p = file(d, "not.parquet", b"PAR1 this is not parquet at all PAR1");
-    refused(Dataset::Boolq, &p, &["not a readable parquet file"]).await;
+    refused("boolq", &p, &["not a readable parquet file"]).await;
 
     // Invalid UTF-8: the line and the byte are named, whatever the JSON around it.
     let mut bad = boolq_line("q", "true", "p").into_bytes();
     bad.extend_from_slice(b"{\"question\":\"caf\xE9\",\"answer\":true,\"passage\":\"p\"}\n");
     let p = file(d, "latin1.jsonl", &bad);
-    refused(
-        Dataset::Boolq,
-        &p,
-        &["line 2", "not valid UTF-8", "byte 17"],
-    )
-    .await;
+    refused("boolq", &p, &["line 2", "not valid UTF-8", "byte 17"]).await;
     let p = file(
         d,
         "latin1.json",
         b"[\n{\"question\":\"q\",\"answer\":true,\"passage\":\"p\"},\n{\"question\":\"\xFF\"}]",
     );
-    refused(Dataset::Boolq, &p, &["line 3", "not valid UTF-8"]).await;
+    refused("boolq", &p, &["line 3", "not valid UTF-8"]).await;
     let p = d.join("latin1.parquet");
     boolq_parquet(&p, vec![b"fine".to_vec(), b"caf\xE9".to_vec()]);
-    refused(Dataset::Boolq, &p, &["row 1", "cannot be read", "Utf8"]).await;
+    refused("boolq", &p, &["row 1", "cannot be read", "Utf8"]).await;
 
     // Truncated JSONL (the last line cut mid-object) names the line.
     let text = boolq_line("q", "true", "p") + &boolq_line("q2", "false", "p2");
     let p = file(d, "cut.jsonl", &text.as_bytes()[..text.len() - 8]);
-    refused(Dataset::Boolq, &p, &["line 2", "not valid JSON"]).await;
+    refused("boolq", &p, &["line 2", "not valid JSON"]).await;
 }
 
 #[tokio::test]
@@ -226,22 +218,22 @@ async fn empty_files_splits_and_non_files_say_so() {
     let d = dir.path();
     for name in ["empty.jsonl", "empty.json", "empty.parquet"] {
         let p = file(d, name, b"");
-        refused(Dataset::Boolq, &p, &["the file is empty"]).await;
+        refused("boolq", &p, &["the file is empty"]).await;
     }
     let p = file(d, "blank.jsonl", "\n  \n\n");
-    refused(Dataset::Boolq, &p, &["the split has no rows"]).await;
+    refused("boolq", &p, &["the split has no rows"]).await;
     let p = file(d, "none.json", "[]");
-    refused(Dataset::Boolq, &p, &["the split has no rows"]).await;
+    refused("boolq", &p, &["the split has no rows"]).await;
     let p = d.join("none.parquet");
     boolq_parquet(&p, vec![]);
-    refused(Dataset::Boolq, &p, &["the split has no rows"]).await;
+    refused("boolq", &p, &["the split has no rows"]).await;
 
     let p = d.join("folder.jsonl");
     std::fs::create_dir(&p).unwrap();
-    refused(Dataset::Boolq, &p, &["is a directory"]).await;
-    refused(Dataset::Boolq, &d.join("absent.jsonl"), &["cannot read"]).await;
+    refused("boolq", &p, &["is a directory"]).await;
+    refused("boolq", &d.join("absent.jsonl"), &["cannot read"]).await;
     let p = file(d, "rows.csv", "question,answer,passage\nq,true,p\n");
-    refused(Dataset::Boolq, &p, &["unsupported file type"]).await;
+    refused("boolq", &p, &["unsupported file type"]).await;
 }
 
 /// A 50 MB row is refused with the row, the column and the limit named; a row under the limit
@@ -257,18 +249,18 @@ async fn a_50_mb_row_is_refused_and_a_row_under_the_limit_loads() {
         boolq_line("q", "true", "p") + &boolq_line("q", "true", &huge),
     );
     refused(
-        Dataset::Boolq,
+        "boolq",
         &p,
         &["row 1 (line 2)", "column `passage`", "52428800", "1 MiB"],
     )
     .await;
     let p = d.join("huge.parquet");
     boolq_parquet(&p, vec![b"p".to_vec(), huge.into_bytes()]);
-    refused(Dataset::Boolq, &p, &["row 1", "column `passage`", "1 MiB"]).await;
+    refused("boolq", &p, &["row 1", "column `passage`", "1 MiB"]).await;
 
     let big = "y".repeat(MAX_ROW_BYTES - 1000);
     let p = file(d, "big.jsonl", boolq_line("q", "true", &big));
-    let rows = load(Dataset::Boolq, &p).await.unwrap();
+    let rows = load("boolq", &p).await.unwrap();
     assert!(rows[0].prompt.contains(&big));
 }
 
@@ -280,10 +272,10 @@ async fn harmless_variations_load() {
     let mut bom = b"\xEF\xBB\xBF".to_vec();
     bom.extend_from_slice(line.as_bytes());
     let p = file(d, "bom.jsonl", &bom);
-    assert_eq!(load(Dataset::Boolq, &p).await.unwrap().len(), 1);
+    assert_eq!(load("boolq", &p).await.unwrap().len(), 1);
     let p = file(d, "crlf.jsonl", line.replace('\n', "\r\n").repeat(3));
-    assert_eq!(load(Dataset::Boolq, &p).await.unwrap().len(), 3);
+    assert_eq!(load("boolq", &p).await.unwrap().len(), 3);
     let p = file(d, "unicode.jsonl", boolq_line("¿qué? 日本", "false", "ü"));
-    let rows = load(Dataset::Boolq, &p).await.unwrap();
+    let rows = load("boolq", &p).await.unwrap();
     assert_eq!(rows[0].question, "¿qué? 日本");
 }

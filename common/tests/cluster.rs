@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::dataset::Dataset;
 use common::export::export_jobs;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{CompleteOutcome, Queue, RequeueRequest, RequeueSelection, Stage};
@@ -22,13 +21,15 @@ async fn jobs_run_end_to_end_on_a_cluster() {
     for m in 0..6 {
         let spec = JobSpec {
             model: format!("model-{m}"),
-            dataset: Dataset::Boolq,
+            dataset: "boolq".into(),
             split: "test".into(),
             source: "cluster".into(),
             rows: 10,
             max_tokens: 4,
             prompt_mode: PromptMode::Raw,
             rows_digest: rows_digest(&r),
+            spec_digest: None,
+            dataset_spec: None,
         };
         queue
             .submit(&spec, &JudgeSettings::default(), &r, 4, 3)
@@ -62,7 +63,7 @@ async fn jobs_run_end_to_end_on_a_cluster() {
                     let json = match stage {
                         Stage::Infer => serde_json::to_string(&p).unwrap(),
                         Stage::Judge => serde_json::to_string(&TaggedRecord::tag(
-                            Dataset::Boolq,
+                            common::dataset_spec::builtin("boolq").unwrap(),
                             &p,
                             JudgeResponse {
                                 correct_answer: row.correct_answer.clone(),

@@ -14,7 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use common::dataset::{load_split, Dataset, DatasetSource};
+use common::dataset::{load_split, DatasetSource};
+use common::dataset_spec::builtin;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -105,22 +106,16 @@ async fn hub_parquet_rows_equal_the_jsonl_rows() {
     std::env::set_var("HF_TOKEN", "hf_test_token");
 
     for (dataset, jsonl) in [
-        (Dataset::Boolq, "boolq/test.jsonl"),
-        (Dataset::Math, "math/test.jsonl"),
-        (Dataset::Medqa, "medqa/test.jsonl"),
+        ("boolq", "boolq/test.jsonl"),
+        ("math", "math/test.jsonl"),
+        ("medqa", "medqa/test.jsonl"),
     ] {
-        let hub_rows = load_split(
-            dataset,
-            &DatasetSource::Hub {
-                repo: dataset.hub_repo().into(),
-                split: "test".into(),
-            },
-            Some(200),
-        )
-        .await
-        .unwrap();
+        let spec = builtin(dataset).unwrap();
+        let hub_rows = load_split(spec, &DatasetSource::hub(spec, "test").unwrap(), Some(200))
+            .await
+            .unwrap();
         let file_rows = load_split(
-            dataset,
+            spec,
             &DatasetSource::File {
                 path: data.join(jsonl),
             },
@@ -142,11 +137,8 @@ async fn hub_parquet_rows_equal_the_jsonl_rows() {
     // Second load comes from the cache: no new requests.
     let before = hub.requests.load(Ordering::Relaxed);
     load_split(
-        Dataset::Boolq,
-        &DatasetSource::Hub {
-            repo: Dataset::Boolq.hub_repo().into(),
-            split: "test".into(),
-        },
+        builtin("boolq").unwrap(),
+        &DatasetSource::hub(builtin("boolq").unwrap(), "test").unwrap(),
         Some(5),
     )
     .await
@@ -159,11 +151,8 @@ async fn hub_parquet_rows_equal_the_jsonl_rows() {
 
     // A split that does not exist names the repo, the split and the endpoint.
     let err = load_split(
-        Dataset::Boolq,
-        &DatasetSource::Hub {
-            repo: Dataset::Boolq.hub_repo().into(),
-            split: "train".into(),
-        },
+        builtin("boolq").unwrap(),
+        &DatasetSource::hub(builtin("boolq").unwrap(), "train").unwrap(),
         None,
     )
     .await

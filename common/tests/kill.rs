@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::dataset::Dataset;
 use common::job::{rows_digest, JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::JobKeys;
 use common::queue::{CompleteOutcome, Queue, ShardLease, Stage};
@@ -26,13 +25,15 @@ async fn submit(queue: &Queue, n: u64, shard: u64) -> JobId {
     let rows = synthetic_rows(n);
     let spec = JobSpec {
         model: "m".into(),
-        dataset: Dataset::Boolq,
+        dataset: "boolq".into(),
         split: "test".into(),
         source: "kill".into(),
         rows: n,
         max_tokens: 1,
         prompt_mode: PromptMode::Raw,
         rows_digest: rows_digest(&rows),
+        spec_digest: None,
+        dataset_spec: None,
     };
     queue
         .submit(&spec, &JudgeSettings::default(), &rows, shard, 5)

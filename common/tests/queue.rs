@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::InputRow;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::keys::JobKeys;
 use common::queue::{
@@ -18,13 +18,15 @@ use serde_json::json;
 fn spec(model: &str, rows: &[InputRow]) -> JobSpec {
     JobSpec {
         model: model.into(),
-        dataset: Dataset::Boolq,
+        dataset: "boolq".into(),
         split: "test".into(),
         source: "test".into(),
         rows: rows.len() as u64,
         max_tokens: 128,
         prompt_mode: PromptMode::Raw,
         rows_digest: rows_digest(rows),
+        spec_digest: None,
+        dataset_spec: None,
     }
 }
 

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::dataset::Dataset;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{
     CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
@@ -136,13 +135,15 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
     let r = synthetic_rows(ROWS);
     let spec = JobSpec {
         model: format!("model{case}"),
-        dataset: Dataset::Boolq,
+        dataset: "boolq".into(),
         split: "test".into(),
         source: "prop".into(),
         rows: ROWS,
         max_tokens: 1,
         prompt_mode: PromptMode::Raw,
         rows_digest: rows_digest(&r),
+        spec_digest: None,
+        dataset_spec: None,
     };
     let id = spec.id();
     q.submit(&spec, &JudgeSettings::default(), &r, SHARD, MAX_ATTEMPTS)

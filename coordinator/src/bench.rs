@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dataset::Dataset;
 use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
@@ -47,7 +46,7 @@ impl ShardProcessor for NoopProcessor {
         let record = match l.stage {
             Stage::Infer => serde_json::to_string(&pred).expect("serializes"),
             Stage::Judge => serde_json::to_string(&TaggedRecord::tag(
-                Dataset::Boolq,
+                common::dataset_spec::builtin("boolq").expect("built in"),
                 &pred,
                 JudgeResponse {
                     correct_answer: serde_json::Value::Bool(true),
@@ -80,7 +79,7 @@ async fn submit_bench_job(
     let r = synthetic_rows(rows_total);
     let spec = JobSpec::for_rows(
         model,
-        Dataset::Boolq,
+        common::dataset_spec::builtin("boolq").expect("built in"),
         "bench",
         "bench",
         &r,

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use common::config::CommonArgs;
-use common::dataset::Dataset;
 use common::job::{JudgeMode, DEFAULT_JUDGE_MODEL};
 
 /// conftag: turn LLM answers into tagged training data through a Redis shard queue.
@@ -25,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Create jobs: one per model × dataset (idempotent: the same job again is a no-op).
     Submit(SubmitArgs),
+    /// List the datasets `submit` knows: the built-ins and any --dataset-spec files (checked
+    /// whole, as `submit` would). Needs no Redis.
+    Datasets(DatasetsArgs),
     /// Show jobs and workers (counters only; fast on any size).
     Status(StatusArgs),
     /// Put shards back in a queue (failed, stuck, chosen, or all for re-judging).
@@ -73,14 +75,23 @@ pub struct SubmitArgs {
     /// `conftag-infer --model`). Repeat for several models.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
-    /// Dataset(s): math, medqa, boolq. Repeat or comma-separate for several.
-    #[arg(long = "dataset", required = true, value_delimiter = ',')]
-    pub datasets: Vec<Dataset>,
+    /// Dataset(s): the built-ins math, medqa, boolq (or the name of a --dataset-spec). Repeat
+    /// or comma-separate for several.
+    #[arg(
+        long = "dataset",
+        value_delimiter = ',',
+        required_unless_present = "dataset_specs"
+    )]
+    pub datasets: Vec<String>,
+    /// A dataset spec file (TOML; see data/specs/README.md): its dataset is submitted as well.
+    /// Repeat for several; mixes with --dataset. Every file is checked whole first.
+    #[arg(long = "dataset-spec", value_name = "FILE")]
+    pub dataset_specs: Vec<PathBuf>,
     /// Split to read (train, validation, test).
     #[arg(long, default_value = "train")]
     pub split: String,
-    /// Read rows from a local file (.jsonl, .json or .parquet with the hub's columns) instead
-    /// of the hub. With several datasets, give `DATASET=PATH` once per dataset.
+    /// Read rows from a local file (.jsonl, .json or .parquet with the spec's columns) instead
+    /// of the spec's source. With several datasets, give `DATASET=PATH` once per dataset.
     #[arg(long = "data")]
     pub data: Vec<String>,
     /// Use only the first N rows of each split.
@@ -89,10 +100,12 @@ pub struct SubmitArgs {
     /// Rows per shard (the unit of leasing, retry and requeue).
     #[arg(long, default_value_t = 32)]
     pub shard_size: u64,
-    /// Send prompts through the model's chat template instead of as raw completion text.
+    /// Send prompts through the model's chat template instead of as raw completion text (the
+    /// spec's `chat_template` when it has one).
     #[arg(long)]
     pub chat_template: bool,
-    /// New-token budget per row [default: the seed's: math 512, medqa 256, boolq 128].
+    /// New-token budget per row [default: the spec's `max_tokens`; the seed's for the
+    /// built-ins: math 512, medqa 256, boolq 128].
     #[arg(long)]
     pub max_tokens: Option<u32>,
     /// Judge model for `llm`, `hybrid` and `batch` modes.
@@ -109,6 +122,16 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
     /// Print the created jobs as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetsArgs {
+    /// A dataset spec file to check and list with the built-ins. Repeat for several.
+    #[arg(long = "dataset-spec", value_name = "FILE")]
+    pub dataset_specs: Vec<PathBuf>,
+    /// Print a JSON document ({"datasets": [...]}).
     #[arg(long)]
     pub json: bool,
 }

@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::dataset::{self, Dataset, DatasetError, DatasetSource, InputRow};
+use common::dataset::{self, DatasetError, DatasetSource, InputRow};
+use common::dataset_spec::{Checker, DatasetSpec, SpecCatalog, SpecError};
 use common::export::{self, ExportError};
-use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
+use common::job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
 use common::queue::{Queue, QueueError, RequeueRequest, RequeueSelection, Stage, SubmitOutcome};
 use common::status;
 use serde_json::json;
 use tracing::warn;
 
 use crate::cli::{
-    BenchCommand, CancelArgs, Cli, Command, ExportArgs, MonitorArgs, RequeueArgs, StageArg,
-    StatusArgs, SubmitArgs, WorkersArgs,
+    BenchCommand, CancelArgs, Cli, Command, DatasetsArgs, ExportArgs, MonitorArgs, RequeueArgs,
+    StageArg, StatusArgs, SubmitArgs, WorkersArgs,
 };
 use crate::view;
 
@@ -24,6 +25,8 @@ pub enum CommandError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(transparent)]
@@ -42,9 +45,16 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             ));
         }
     }
+    // Dataset specs are checked before Redis is reached: a bad spec costs nothing.
+    let catalog = match &cli.command {
+        Command::Datasets(a) => return datasets(a),
+        Command::Submit(a) => Some(SpecCatalog::with_files(&a.dataset_specs)?),
+        _ => None,
+    };
     let queue = Queue::connect(&cli.common.redis_url()).await?;
     match cli.command {
-        Command::Submit(a) => submit(&queue, a).await,
+        Command::Submit(a) => submit(&queue, a, &catalog.expect("loaded for submit")).await,
+        Command::Datasets(_) => unreachable!("answered above"),
         Command::Status(a) => status_cmd(&queue, a).await,
         Command::Requeue(a) => requeue(&queue, a).await,
         Command::Export(a) => export_cmd(&queue, a).await,
@@ -64,32 +74,59 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     }
 }
 
+/// The datasets to submit: those named by `--dataset`, in order, then the spec files' not
+/// named there.
+fn selected<'a>(
+    args: &SubmitArgs,
+    catalog: &'a SpecCatalog,
+) -> Result<Vec<&'a DatasetSpec>, CommandError> {
+    let mut out: Vec<&DatasetSpec> = Vec::new();
+    for name in &args.datasets {
+        let name = name.trim().to_lowercase();
+        let spec = catalog.get(&name).ok_or_else(|| {
+            CommandError::Usage(format!(
+                "--dataset {name}: unknown dataset (known: {}; add your own with --dataset-spec FILE)",
+                catalog.names()
+            ))
+        })?;
+        if !out.iter().any(|s| s.name == spec.spec.name) {
+            out.push(&spec.spec);
+        }
+    }
+    for spec in catalog.given() {
+        if !out.iter().any(|s| s.name == spec.spec.name) {
+            out.push(&spec.spec);
+        }
+    }
+    if out.is_empty() {
+        return Err(CommandError::Usage(
+            "no dataset to submit: give --dataset NAME or --dataset-spec FILE".into(),
+        ));
+    }
+    Ok(out)
+}
+
 /// `DATASET=PATH` pairs, or one bare PATH when one dataset is submitted.
-fn data_files(args: &SubmitArgs) -> Result<BTreeMap<Dataset, PathBuf>, CommandError> {
+fn data_files(
+    args: &SubmitArgs,
+    datasets: &[&DatasetSpec],
+) -> Result<BTreeMap<String, PathBuf>, CommandError> {
     let mut out = BTreeMap::new();
     for item in &args.data {
         let (dataset, path) = match item.split_once('=') {
-            Some((name, path)) => {
-                let d = Dataset::ALL
-                    .into_iter()
-                    .find(|d| d.name() == name.trim().to_lowercase())
-                    .ok_or_else(|| {
-                        CommandError::Usage(format!(
-                            "--data {item}: unknown dataset `{name}` (expected math, medqa or boolq)"
-                        ))
-                    })?;
-                (d, PathBuf::from(path))
-            }
-            None if args.datasets.len() == 1 => (args.datasets[0], PathBuf::from(item)),
+            Some((name, path)) => (name.trim().to_lowercase(), PathBuf::from(path)),
+            None if datasets.len() == 1 => (datasets[0].name.clone(), PathBuf::from(item)),
             None => {
                 return Err(CommandError::Usage(format!(
                     "--data {item}: with several datasets, write --data DATASET=PATH"
                 )))
             }
         };
-        if !args.datasets.contains(&dataset) {
+        if !datasets.iter().any(|d| d.name == dataset) {
+            let names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
             return Err(CommandError::Usage(format!(
-                "--data {item}: dataset `{dataset}` is not among --dataset"
+                "--data {item}: unknown dataset `{dataset}` for this submit (submitting: {})",
+                names.join(", ")
             )));
         }
         if path.is_dir() {
@@ -109,7 +146,54 @@ fn data_files(args: &SubmitArgs) -> Result<BTreeMap<Dataset, PathBuf>, CommandEr
     Ok(out)
 }
 
-async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
+/// Where the rows of `split` of a dataset come from: `--data`, else the spec's file for the
+/// split, else its hub repo.
+fn source_of(
+    spec: &DatasetSpec,
+    split: &str,
+    files: &BTreeMap<String, PathBuf>,
+) -> Result<DatasetSource, CommandError> {
+    if let Some(path) = files.get(&spec.name) {
+        return Ok(DatasetSource::File { path: path.clone() });
+    }
+    if let Some(path) = spec.source.files.get(split) {
+        return Ok(DatasetSource::File { path: path.clone() });
+    }
+    let splits = || {
+        let mut all: Vec<&str> = spec.source.splits.iter().map(String::as_str).collect();
+        all.extend(spec.source.files.keys().map(String::as_str));
+        all.sort_unstable();
+        all.dedup();
+        all.join(", ")
+    };
+    if !spec.source.splits.is_empty() && !spec.source.splits.iter().any(|s| s == split) {
+        return Err(CommandError::Usage(format!(
+            "--split {split}: dataset `{}` has the splits {}; or give --data {}=PATH",
+            spec.name,
+            splits(),
+            spec.name
+        )));
+    }
+    DatasetSource::hub(spec, split).ok_or_else(|| {
+        let known = splits();
+        CommandError::Usage(format!(
+            "dataset `{}` has no source for split `{split}` (its spec names no hub repo{}); give --data {}=PATH",
+            spec.name,
+            if known.is_empty() {
+                String::new()
+            } else {
+                format!(", and files for {known} only")
+            },
+            spec.name
+        ))
+    })
+}
+
+async fn submit(
+    queue: &Queue,
+    args: SubmitArgs,
+    catalog: &SpecCatalog,
+) -> Result<(), CommandError> {
     if args.shard_size == 0 {
         return Err(CommandError::Usage(
             "--shard-size must be at least 1".into(),
@@ -141,26 +225,28 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
             return Err(CommandError::Usage("--model must not be empty".into()));
         }
     }
-    let files = data_files(&args)?;
-    let mut datasets = args.datasets.clone();
-    datasets.dedup();
+    let datasets = selected(&args, catalog)?;
+    if args.judge_mode == JudgeMode::Rules {
+        if let Some(d) = datasets.iter().find(|d| d.answer == Checker::None) {
+            return Err(CommandError::Usage(format!(
+                "--judge-mode rules: dataset `{}` has no rule checker (answer.checker = \"none\"); judge it with llm, hybrid or batch",
+                d.name
+            )));
+        }
+    }
+    let files = data_files(&args, &datasets)?;
 
     // Load and check every split before anything is written.
-    let mut loaded: Vec<(Dataset, String, Vec<InputRow>)> = Vec::new();
+    let mut loaded: Vec<(&DatasetSpec, PromptMode, String, Vec<InputRow>)> = Vec::new();
     for d in &datasets {
-        let source = match files.get(d) {
-            Some(path) => DatasetSource::File { path: path.clone() },
-            None => DatasetSource::Hub {
-                repo: d.hub_repo().to_owned(),
-                split: args.split.clone(),
-            },
+        let source = source_of(d, &args.split, &files)?;
+        let prompt_mode = if args.chat_template || d.prompt.chat {
+            PromptMode::Chat
+        } else {
+            PromptMode::Raw
         };
-        let label = match &source {
-            DatasetSource::File { path } => format!("file:{}", path.display()),
-            DatasetSource::Hub { repo, split } => format!("hub:{repo}@{split}"),
-        };
-        let rows = dataset::load_split(*d, &source, args.limit).await?;
-        loaded.push((*d, label, rows));
+        let rows = dataset::load_split_for(d, &source, args.limit, prompt_mode).await?;
+        loaded.push((*d, prompt_mode, source.label(), rows));
     }
 
     if queue.aof_enabled().await == Some(false) {
@@ -177,21 +263,16 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
     };
     let mut created = Vec::new();
     for model in &args.models {
-        for (d, label, rows) in &loaded {
-            let prompt_mode = if args.chat_template {
-                PromptMode::Chat
-            } else {
-                PromptMode::Raw
-            };
-            let max_tokens = args.max_tokens.unwrap_or(d.default_max_tokens());
+        for (d, prompt_mode, label, rows) in &loaded {
+            let max_tokens = args.max_tokens.unwrap_or(d.max_tokens);
             let spec = JobSpec::for_rows(
                 model.clone(),
-                *d,
+                d,
                 args.split.clone(),
                 label.clone(),
                 rows,
                 max_tokens,
-                prompt_mode,
+                *prompt_mode,
             );
             let outcome = queue
                 .submit(&spec, &judge, rows, args.shard_size, args.max_attempts)
@@ -203,10 +284,12 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
         let jobs: Vec<_> = created
             .iter()
             .map(|(spec, outcome)| {
+                let domain = spec.dataset_spec().map(|d| d.domain.clone()).ok();
                 json!({
                     "id": spec.id(),
                     "model": spec.model,
                     "dataset": spec.dataset,
+                    "domain": domain,
                     "split": spec.split,
                     "rows": spec.rows,
                     "created": matches!(outcome, SubmitOutcome::Created { .. }),
@@ -216,6 +299,37 @@ async fn submit(queue: &Queue, args: SubmitArgs) -> Result<(), CommandError> {
         println!("{}", json!({ "jobs": jobs }));
     } else {
         println!("{}", view::submitted_table(&created));
+    }
+    Ok(())
+}
+
+/// `conftag datasets`: the built-ins and the given spec files, each checked whole.
+fn datasets(args: &DatasetsArgs) -> Result<(), CommandError> {
+    let catalog = SpecCatalog::with_files(&args.dataset_specs)?;
+    if args.json {
+        let list: Vec<_> = catalog
+            .all()
+            .iter()
+            .map(|l| {
+                let s = &l.spec;
+                json!({
+                    "name": s.name,
+                    "domain": s.domain,
+                    "tokens": [s.confidence_token(true), s.confidence_token(false)],
+                    "checker": s.answer.name(),
+                    "max_tokens": s.max_tokens,
+                    "hub": s.source.hub,
+                    "files": s.source.files,
+                    "origin": l.origin.to_string(),
+                    "builtin": s.is_builtin(),
+                    "digest": s.digest(),
+                    "description": s.description,
+                })
+            })
+            .collect();
+        println!("{}", json!({ "datasets": list }));
+    } else {
+        println!("{}", view::datasets_table(&catalog));
     }
     Ok(())
 }

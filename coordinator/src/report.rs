@@ -55,11 +55,13 @@ pub fn summary_markdown(jobs: &[JobStatus]) -> String {
         pct((judged > 0).then(|| correct as f64 / judged as f64)),
     ));
     md.push_str("![accuracy per model and dataset](accuracy.svg)\n\n");
-    md.push_str("| model | dataset | split | rows | judged | correct | accuracy | row errors (infer / judge) | prompt tokens | output tokens | judge | judge calls | judge spend USD | rules decided | rules = LLM | rules ≠ LLM |\n");
-    md.push_str("|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
+    md.push_str("| model | dataset | split | rows | judged | correct | accuracy | row errors (infer / judge) | prompt tokens | output tokens | judge | judge calls | judge spend USD | rules decided | rules = LLM | rules ≠ LLM | domain |\n");
+    md.push_str(
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|\n",
+    );
     for j in jobs {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} ({}) | {} | {:.4} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} ({}) | {} | {:.4} | {} | {} | {} | {} |\n",
             j.model,
             j.dataset,
             j.split,
@@ -78,6 +80,7 @@ pub fn summary_markdown(jobs: &[JobStatus]) -> String {
             j.judge.rules_decided,
             j.judge.rules_llm_agree,
             j.judge.rules_llm_disagree,
+            j.domain,
         ));
     }
     md.push_str("\nRules/LLM agreement counts rows where both the rule judge and the LLM judge gave a verdict (hybrid mode, or `conftag requeue --stage judge` with another mode). The training file with every tagged row is `training/combined.jsonl`.\n");

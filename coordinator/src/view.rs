@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use common::dataset_spec::SpecCatalog;
 use common::export::ExportedJob;
 use common::job::{JobId, JobSpec};
 use common::queue::{Queue, SubmitOutcome};
@@ -19,12 +20,17 @@ fn table(header: &[&str]) -> Table {
 }
 
 pub fn submitted_table(created: &[(JobSpec, SubmitOutcome)]) -> String {
-    let mut t = table(&["job", "model", "dataset", "split", "rows", "result"]);
+    let mut t = table(&[
+        "job", "model", "dataset", "domain", "split", "rows", "result",
+    ]);
     for (spec, outcome) in created {
         t.add_row(vec![
             spec.id().to_string(),
             spec.model.clone(),
-            spec.dataset.to_string(),
+            spec.dataset.clone(),
+            spec.dataset_spec()
+                .map(|d| d.domain.clone())
+                .unwrap_or_default(),
             spec.split.clone(),
             spec.rows.to_string(),
             match outcome {
@@ -60,6 +66,7 @@ fn eta(s: Option<f64>) -> String {
 pub fn status_text(doc: &StatusDocument) -> String {
     let mut t = table(&[
         "job",
+        "domain",
         "state",
         "rows",
         "inferred",
@@ -74,6 +81,7 @@ pub fn status_text(doc: &StatusDocument) -> String {
     for j in &doc.jobs {
         t.add_row(vec![
             j.id.to_string(),
+            j.domain.clone(),
             format!("{:?}", j.state).to_lowercase(),
             j.rows.to_string(),
             j.rows_inferred.to_string(),
@@ -207,6 +215,7 @@ pub fn workers_table(list: &[WorkerStatus]) -> String {
 pub fn export_table(done: &[ExportedJob]) -> String {
     let mut t = table(&[
         "job",
+        "domain",
         "rows",
         "predicted",
         "tagged",
@@ -218,12 +227,50 @@ pub fn export_table(done: &[ExportedJob]) -> String {
         let judged = d.tagged_rows;
         t.add_row(vec![
             d.job.to_string(),
+            d.domain.clone(),
             d.rows.to_string(),
             d.predicted.to_string(),
             d.tagged_rows.to_string(),
             d.unjudged.to_string(),
             pct((judged > 0).then(|| d.correct as f64 / judged as f64)),
             d.tagged.display().to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `conftag datasets`: one line per dataset spec.
+pub fn datasets_table(catalog: &SpecCatalog) -> String {
+    let mut t = table(&[
+        "dataset",
+        "tokens",
+        "checker",
+        "max tokens",
+        "source",
+        "spec",
+        "digest",
+    ]);
+    for l in catalog.all() {
+        let s = &l.spec;
+        let mut source: Vec<String> = s.source.hub.iter().map(|h| format!("hub:{h}")).collect();
+        source.extend(
+            s.source
+                .files
+                .iter()
+                .map(|(split, p)| format!("{split}: {}", p.display())),
+        );
+        t.add_row(vec![
+            s.name.clone(),
+            format!("{} {}", s.confidence_token(true), s.confidence_token(false)),
+            s.answer.name().to_owned(),
+            s.max_tokens.to_string(),
+            if source.is_empty() {
+                "--data only".to_owned()
+            } else {
+                source.join("\n")
+            },
+            l.origin.to_string(),
+            s.digest()[..12].to_owned(),
         ]);
     }
     t.to_string()

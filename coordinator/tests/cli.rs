@@ -615,3 +615,219 @@ fn export_stays_inside_the_output_directory() {
         );
     }
 }
+
+fn spec_path(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/specs")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn dataset_specs_are_listed_submitted_beside_builtins_and_bad_ones_write_nothing() {
+    let numqa = spec_path("numqa.toml");
+    // `conftag datasets` needs no Redis.
+    let o = conftag(
+        "redis://127.0.0.1:1",
+        &["datasets", "--dataset-spec", &numqa, "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let listed: Vec<(&str, &str, bool)> = doc["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap(),
+                d["domain"].as_str().unwrap(),
+                d["builtin"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("math", "MATH", true),
+            ("medqa", "MED", true),
+            ("boolq", "READ", true),
+            ("numqa", "NUM", false)
+        ]
+    );
+    let o = conftag("redis://127.0.0.1:1", &["datasets"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("<CN_MED>") && table.contains("boxed_math"),
+        "{table}"
+    );
+
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(&numqa)
+        .unwrap()
+        .replace("../samples/numqa.jsonl", &samples("numqa.jsonl"));
+
+    // Bad specs, alone or beside a good built-in: refused, nothing written.
+    let boolq = format!("boolq={}", samples("boolq.jsonl"));
+    for (name, text, words) in [
+        (
+            "checker.toml",
+            good.replace("\"numeric\"", "\"fuzzy\""),
+            vec![
+                "checker.toml:",
+                "`answer.checker`",
+                "unknown checker `fuzzy`",
+            ],
+        ),
+        (
+            "tag.toml",
+            good.replace("\"NUM\"", "\"READ\""),
+            vec!["tag.toml:7", "`domain`", "<CN_READ>"],
+        ),
+        (
+            "column.toml",
+            good.replace("extra = [\"unit\"]", "extra = [\"unit\"]\nanswr = \"x\""),
+            vec!["column.toml:", "columns.answr"],
+        ),
+        (
+            "placeholder.toml",
+            good.replace("Unit: {unit}\n\nAnswer:", "Unit: {units}\n\nAnswer:"),
+            vec!["placeholder.toml:", "`prompt.template`", "`{units}`"],
+        ),
+    ] {
+        let p = write(dir.path(), name, &text);
+        let o = submit(
+            &url,
+            "boolq",
+            &[
+                "--data",
+                &boolq,
+                "--split",
+                "test",
+                "--dataset-spec",
+                p.to_str().unwrap(),
+            ],
+        );
+        assert_refused(&o, name, &words);
+    }
+    // A spec the rules cannot judge, under --judge-mode rules.
+    let none = write(
+        dir.path(),
+        "none.toml",
+        &good
+            .replace("checker = \"numeric\"", "checker = \"none\"")
+            .replace("tolerance = 0\nrelative_tolerance = 0.01\n", ""),
+    );
+    let o = conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "m",
+            "--dataset-spec",
+            none.to_str().unwrap(),
+            "--split",
+            "test",
+            "--judge-mode",
+            "rules",
+        ],
+    );
+    assert_refused(&o, "rules on a none checker", &["numqa", "no rule checker"]);
+    // A split the spec has no source for.
+    let good_path = write(dir.path(), "numqa.toml", &good);
+    let o = conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "m",
+            "--dataset-spec",
+            good_path.to_str().unwrap(),
+            "--split",
+            "train",
+        ],
+    );
+    assert_refused(
+        &o,
+        "no source for train",
+        &["split `train`", "--data numqa=PATH"],
+    );
+    assert_eq!(dbsize(&redis), 0, "nothing written by refused submits");
+
+    // The spec beside a built-in: two jobs, each with its domain; the same again is a no-op.
+    let args = [
+        "--data",
+        boolq.as_str(),
+        "--split",
+        "test",
+        "--dataset-spec",
+        good_path.to_str().unwrap(),
+        "--json",
+    ];
+    let jobs = |o: &Output| -> Vec<(String, String, bool)> {
+        assert!(o.status.success(), "{}", stderr(o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        doc["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["id"].as_str().unwrap().to_owned(),
+                    j["domain"].as_str().unwrap().to_owned(),
+                    j["created"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let first = jobs(&submit(&url, "boolq", &args));
+    assert_eq!(first.len(), 2);
+    assert!(first[0].0.starts_with("m_boolq_test-") && first[0].1 == "READ" && first[0].2);
+    assert!(first[1].0.starts_with("m_numqa_test-") && first[1].1 == "NUM" && first[1].2);
+    let again = jobs(&submit(&url, "boolq", &args));
+    assert_eq!(
+        again.iter().map(|j| (&j.0, j.2)).collect::<Vec<_>>(),
+        first.iter().map(|j| (&j.0, false)).collect::<Vec<_>>()
+    );
+    // A changed spec is another job over the same rows.
+    let changed = write(
+        dir.path(),
+        "numqa.toml",
+        &good.replace("relative_tolerance = 0.01", "relative_tolerance = 0.1"),
+    );
+    let o = conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "m",
+            "--dataset-spec",
+            changed.to_str().unwrap(),
+            "--split",
+            "test",
+            "--json",
+        ],
+    );
+    let third = jobs(&o);
+    assert!(third[0].2 && third[0].0 != first[1].0, "{third:?}");
+
+    // Status shows the domain.
+    let o = conftag(&url, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let domains: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        domains.iter().filter(|d| **d == "NUM").count(),
+        2,
+        "{domains:?}"
+    );
+    assert!(domains.contains(&"READ"));
+    let o = conftag(&url, &["status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("NUM"));
+}

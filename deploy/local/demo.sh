@@ -5,7 +5,8 @@
 # `conftag export` and `conftag status`.
 #
 # Environment: REDIS_URL (use this Redis instead of starting one), DEMO_DIR (default .demo),
-# DEMO_DATASETS (default boolq), DEMO_MAX_TOKENS (default: the seed's), DEMO_LIMIT,
+# DEMO_DATASETS (default boolq; built-ins and the spec files of data/specs/, e.g.
+# boolq,numqa), DEMO_MAX_TOKENS (default: each spec's), DEMO_LIMIT,
 # CARGO_PROFILE (default dev), CONFTAG_BIN_DIR (run the conftag, conftag-infer and conftag-judge
 # found there instead of building; the smoke test worker-infer/tests/demo.rs uses it),
 # DEMO_WEIGHTS (f32 = SmolLM2 converted to f32 GGUF once, 2.8x faster on CPU; q4_1 = as shipped),
@@ -82,7 +83,16 @@ fi
 model="SmolLM2-135M-Instruct"
 data_args=()
 IFS=, read -ra ds <<<"$datasets"
-for d in "${ds[@]}"; do data_args+=(--dataset "$d" --data "$d=$root/data/samples/$d.jsonl"); done
+for d in "${ds[@]}"; do
+  # A dataset with a spec file in data/specs/ (numqa) is submitted through it; the built-ins
+  # by name. Either way the rows are the hand-written samples.
+  if [ -f "$root/data/specs/$d.toml" ]; then
+    data_args+=(--dataset-spec "$root/data/specs/$d.toml")
+  else
+    data_args+=(--dataset "$d")
+  fi
+  data_args+=(--data "$d=$root/data/samples/$d.jsonl")
+done
 extra=()
 [ -n "${DEMO_MAX_TOKENS:-}" ] && extra+=(--max-tokens "$DEMO_MAX_TOKENS")
 [ -n "${DEMO_LIMIT:-}" ] && extra+=(--limit "$DEMO_LIMIT")

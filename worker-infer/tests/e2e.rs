@@ -282,3 +282,116 @@ async fn status_shows_an_infer_workers_rate_against_its_gpu_ceiling() {
         "{text}"
     );
 }
+
+/// A dataset added by a spec file alone (`data/specs/numqa.toml`: other columns, an id, an
+/// extra prompt column, numeric answers) goes through the same pipeline: the spec's own rows,
+/// the tiny model, the LLM judge (the fake server), then a rules re-judge with its numeric
+/// checker, and an export whose tokens carry its domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_spec_file_runs_end_to_end() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny");
+    worker_infer::tiny_model::write_tiny_model(&model_dir, Default::default(), 7).unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/specs/numqa.toml");
+    conftag(
+        &url,
+        &[
+            "submit",
+            "--model",
+            "tiny",
+            "--dataset-spec",
+            spec.to_str().unwrap(),
+            "--split",
+            "test",
+            "--shard-size",
+            "4",
+        ],
+    )
+    .await
+    .unwrap();
+    let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
+    let jobs = queue.job_ids().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job = jobs[0].clone();
+    assert!(job.as_str().starts_with("tiny_numqa_test-"), "{job}");
+
+    let mut worker = infer_worker(&url, &model_dir, tmp.path(), "infer-numqa");
+    assert!(worker.wait().unwrap().success());
+    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
+        .await
+        .unwrap();
+    let client = OpenAiClient::new(ClientConfig::new(fake.base_url(), None, "")).unwrap();
+    support::judge_all(&queue, Some(client)).await;
+
+    let doc = status::document(&queue, &[]).await.unwrap();
+    let j = &doc.jobs[0];
+    assert_eq!((j.dataset.as_str(), j.domain.as_str()), ("numqa", "NUM"));
+    assert_eq!((j.rows, j.rows_inferred, j.rows_judged), (10, 10, 10));
+    assert!(j.spec_digest.is_some());
+
+    let out = tmp.path().join("out");
+    conftag(
+        &url,
+        &[
+            "export",
+            "--all",
+            "--report",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(p)).unwrap()).unwrap()
+    };
+    let pred = read("inference/predictions/tiny_numqa_test.json");
+    assert_eq!(pred.as_object().unwrap().len(), 10);
+    assert_eq!(pred["0"]["question"], "How many legs does a spider have?");
+    assert_eq!(pred["0"]["correct_answer"], 8);
+    let tagged = read("eval/judged/tiny_numqa_test_tagged.json");
+    for (_, row) in tagged.as_object().unwrap() {
+        let token = row["confidence_token"].as_str().unwrap();
+        assert!(token == "<CN_NUM>" || token == "<UN_NUM>", "{token}");
+        assert!(row["tagged_response"].as_str().unwrap().ends_with(token));
+    }
+    let training = std::fs::read_to_string(out.join("training/combined.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(training.lines().next().unwrap()).unwrap();
+    assert_eq!(first["dataset"], "numqa");
+    assert_eq!(first["id"], "nq-001");
+    assert!(first["prompt"].as_str().unwrap().contains("Unit: legs"));
+    let summary = std::fs::read_to_string(out.join("report/summary.md")).unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("| tiny | numqa | test | 10 | 10 |"))
+        .unwrap_or_else(|| panic!("no numqa row in\n{summary}"));
+    assert!(line.ends_with("| NUM |"), "{line}");
+
+    // Re-judged by its rules (the numeric checker), without the API.
+    conftag(
+        &url,
+        &[
+            "requeue",
+            job.as_str(),
+            "--stage",
+            "judge",
+            "--all",
+            "--judge-mode",
+            "rules",
+        ],
+    )
+    .await
+    .unwrap();
+    support::judge_all(&queue, None).await;
+    conftag(&url, &["export", "--all", "--out", out.to_str().unwrap()])
+        .await
+        .unwrap();
+    let tagged = read("eval/judged/tiny_numqa_test_tagged.json");
+    assert_eq!(tagged.as_object().unwrap().len(), 10);
+    for (_, row) in tagged.as_object().unwrap() {
+        let reasoning = row["judge_response"]["reasoning"].as_str().unwrap();
+        assert!(reasoning.starts_with("rules: "), "{reasoning}");
+    }
+}

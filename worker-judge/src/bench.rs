@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::InputRow;
 use common::job::{JobSpec, JudgeMode, JudgeSettings, PromptMode};
 use common::queue::{Queue, QueueError, Stage};
 use common::records::PredictionRecord;
@@ -40,13 +40,14 @@ async fn judged_ready_job(queue: &Queue, rows_total: u64) -> Result<common::JobI
             correct_answer: serde_json::Value::Bool(i % 2 == 0),
             options: None,
             answer_letter: None,
+            id: None,
             max_tokens: None,
         })
         .collect();
     let model = format!("judge-bench-{}", uuid::Uuid::new_v4().simple());
     let spec = JobSpec::for_rows(
         model,
-        Dataset::Boolq,
+        common::dataset_spec::builtin("boolq").expect("built in"),
         "bench",
         "bench",
         &rows,

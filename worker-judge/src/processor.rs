@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::dataset::InputRow;
+use common::dataset_spec::DatasetSpec;
 use common::job::{JobSpec, JudgeMode, JudgeSettings};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
@@ -28,7 +29,8 @@ use crate::rules;
 
 /// What every row of one shard is judged with.
 struct JobJudging<'a> {
-    spec: &'a JobSpec,
+    /// The dataset spec of the job (the checker, the judge's view, the domain tag).
+    dataset: &'a DatasetSpec,
     judge: &'a JudgeSettings,
     prices: Prices,
     ledger: &'a Ledger,
@@ -139,8 +141,13 @@ impl CachedVerdict {
 }
 
 impl ShardProcessor for JudgeProcessor {
-    fn accepts(&self, _spec: &JobSpec, judge: &JudgeSettings) -> bool {
+    fn accepts(&self, spec: &JobSpec, judge: &JudgeSettings) -> bool {
         if self.only_mode.is_some_and(|m| m != judge.mode) {
+            return false;
+        }
+        // A job of a dataset this worker does not know (a built-in added after it was
+        // built) is left to workers that do.
+        if spec.dataset_spec().is_err() {
             return false;
         }
         match judge.mode {
@@ -180,8 +187,12 @@ impl ShardProcessor for JudgeProcessor {
         if matches!(ctx.judge.mode, JudgeMode::Rules | JudgeMode::Batch) {
             ctx.started().await;
         }
+        let dataset = ctx
+            .spec
+            .dataset_spec()
+            .map_err(|e| ProcessError::Fatal(e.to_string()))?;
         let job = JobJudging {
-            spec: &ctx.spec,
+            dataset,
             judge: &ctx.judge,
             prices,
             ledger: &ledger,
@@ -323,7 +334,7 @@ impl JudgeProcessor {
                     .zip(preds)
                     .filter_map(|(i, p)| match p {
                         Some(p) if p.error.is_none() => {
-                            Some((i.index, prompt::render(ctx.spec.dataset, i, &p.response)))
+                            Some((i.index, prompt::render(job.dataset, i, &p.response)))
                         }
                         _ => None,
                     })
@@ -407,7 +418,7 @@ impl JudgeProcessor {
                             reasoning: call.verdict.reasoning,
                             correct: call.verdict.correct,
                         };
-                        TaggedRecord::tag(ctx.spec.dataset, pred, verdict, provenance())
+                        TaggedRecord::tag(job.dataset, pred, verdict, provenance())
                     }
                     Some(Err(m)) => {
                         add("judge_errors", 1);
@@ -449,8 +460,8 @@ impl JudgeProcessor {
         // Checked with the permit held, right before paying: the overshoot past the budget
         // is at most the calls already in flight.
         job.ledger.check().await?;
-        let (spec, judge, prices) = (job.spec, job.judge, job.prices);
-        let rendered = prompt::render(spec.dataset, input, &pred.response);
+        let (dataset, judge, prices) = (job.dataset, job.judge, job.prices);
+        let rendered = prompt::render(dataset, input, &pred.response);
         match client.judge(&judge.model, &rendered).await {
             Ok(call) => {
                 *counters.entry("judge_llm_calls".into()).or_default() += 1;
@@ -487,7 +498,7 @@ impl JudgeProcessor {
         input: &InputRow,
         pred: &PredictionRecord,
     ) -> Result<RowResult, CallError> {
-        let (spec, judge) = (job.spec, job.judge);
+        let (dataset, judge) = (job.dataset, job.judge);
         let mut result = RowResult::default();
         result.counters.insert("judge_rows".into(), 1);
         let provenance = |by: &str| Provenance {
@@ -509,7 +520,7 @@ impl JudgeProcessor {
             return Ok(result);
         }
         let rules_verdict = || {
-            rules::judge(spec.dataset, input, &pred.response).map(|v| JudgeResponse {
+            rules::judge(dataset, input, &pred.response).map(|v| JudgeResponse {
                 correct_answer: input.correct_answer.clone(),
                 model_answer: v.extracted,
                 reasoning: v.reasoning,
@@ -519,7 +530,7 @@ impl JudgeProcessor {
         let (verdict, by) = match judge.mode {
             JudgeMode::Rules => {
                 let v = rules_verdict().unwrap_or_else(|| {
-                    let u = rules::undecided(spec.dataset);
+                    let u = rules::undecided(dataset);
                     JudgeResponse {
                         correct_answer: input.correct_answer.clone(),
                         model_answer: u.extracted,
@@ -565,7 +576,7 @@ impl JudgeProcessor {
                 if v.correct == "yes" {
                     result.counters.insert("judge_correct".into(), 1);
                 }
-                result.tagged = Some(TaggedRecord::tag(spec.dataset, pred, v, provenance(by)));
+                result.tagged = Some(TaggedRecord::tag(dataset, pred, v, provenance(by)));
             }
             Err(msg) => {
                 result.counters.insert("judge_errors".into(), 1);

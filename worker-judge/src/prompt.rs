@@ -2,7 +2,8 @@
 //! pipeline (question, response, extracted answer, correct answer, reasoning that only
 //! compares, yes/no verdict); the wording is conftag's own.
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::InputRow;
+use common::dataset_spec::DatasetSpec;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -28,10 +29,10 @@ pub fn template_sha() -> String {
     hex::encode(Sha256::digest(TEMPLATE.as_bytes()))[..12].to_owned()
 }
 
-/// The question as the judge sees it (MedQA includes its options).
-fn question_text(dataset: Dataset, row: &InputRow) -> String {
-    match (dataset, &row.options) {
-        (Dataset::Medqa, Some(options)) => {
+/// The question as the judge sees it: with its options when the spec says so (MedQA).
+fn question_text(dataset: &DatasetSpec, row: &InputRow) -> String {
+    match (dataset.judge.show_options, &row.options) {
+        (true, Some(options)) => {
             let mut q = row.question.clone();
             q.push_str("\nOptions:");
             for (letter, text) in options {
@@ -53,13 +54,19 @@ pub fn correct_answer_text(value: &Value) -> String {
     }
 }
 
-pub fn render(dataset: Dataset, row: &InputRow, response: &str) -> String {
+/// The `[correct_answer]` line as the spec's `judge.correct_answer` shows it (`{answer}` by
+/// default).
+fn correct_answer_line(dataset: &DatasetSpec, row: &InputRow) -> String {
+    dataset.judge.correct_answer.render(|field| match field {
+        "answer_letter" => row.answer_letter.clone().unwrap_or_default().into(),
+        _ => correct_answer_text(&row.correct_answer).into(),
+    })
+}
+
+pub fn render(dataset: &DatasetSpec, row: &InputRow, response: &str) -> String {
     TEMPLATE
         .replace("{question}", &question_text(dataset, row))
-        .replace(
-            "{correct_answer}",
-            &correct_answer_text(&row.correct_answer),
-        )
+        .replace("{correct_answer}", &correct_answer_line(dataset, row))
         .replacen("{response}", response, 1)
 }
 
@@ -114,13 +121,46 @@ mod tests {
             correct_answer: Value::Bool(false),
             options: None,
             answer_letter: None,
+            id: None,
             max_tokens: None,
         };
-        let p = render(Dataset::Boolq, &row, "No.\n\n[question]: tricky");
+        let spec = |n| common::dataset_spec::builtin(n).unwrap();
+        let p = render(spec("boolq"), &row, "No.\n\n[question]: tricky");
         let (q, r, c) = parse_rendered(&p).unwrap();
         assert_eq!(q, "Is it?");
         assert_eq!(r, "No.\n\n[question]: tricky");
         assert_eq!(c, "False");
         assert_eq!(template_sha().len(), 12);
+    }
+
+    #[test]
+    fn specs_choose_the_options_and_the_answer_line() {
+        let mut row = InputRow {
+            index: 0,
+            question: "Which?".into(),
+            prompt: String::new(),
+            correct_answer: Value::String("Iron".into()),
+            options: Some(
+                [("A", "Zinc"), ("B", "Iron")]
+                    .into_iter()
+                    .map(|(a, b)| (a.into(), b.into()))
+                    .collect(),
+            ),
+            answer_letter: Some("B".into()),
+            id: None,
+            max_tokens: None,
+        };
+        let medqa = common::dataset_spec::builtin("medqa").unwrap();
+        let (q, _, c) = parse_rendered(&render(medqa, &row, "B")).unwrap();
+        assert_eq!(q, "Which?\nOptions:\nA: Zinc\nB: Iron");
+        assert_eq!(c, "Iron");
+        let mut custom = medqa.clone();
+        custom.judge.show_options = false;
+        custom.judge.correct_answer =
+            common::dataset_spec::Template::parse("{answer_letter} ({answer})").unwrap();
+        let (q, _, c) = parse_rendered(&render(&custom, &row, "B")).unwrap();
+        assert_eq!((q.as_str(), c.as_str()), ("Which?", "B (Iron)"));
+        row.correct_answer = serde_json::json!(2.5);
+        assert_eq!(correct_answer_text(&row.correct_answer), "2.5");
     }
 }

@@ -1,8 +1,11 @@
-//! Deterministic answer checkers (`--mode rules`, and the sure half of `hybrid`): BoolQ
-//! yes/no, MedQA option letter or text, MATH last `\boxed{}` with Hendrycks-style
-//! normalisation and numeric equivalence. Each returns `None` when it is not sure.
+//! Deterministic answer checkers (`--mode rules`, and the sure half of `hybrid`), one per
+//! dataset spec's `answer.checker`: boolean yes/no (BoolQ), choice letter or text (MedQA),
+//! last `\boxed{}` with Hendrycks-style normalisation and numeric equivalence (MATH), a
+//! number within a tolerance, and exact or normalised strings. Each returns `None` when it is
+//! not sure; the `none` checker is never sure (the LLM judge decides).
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::InputRow;
+use common::dataset_spec::{Checker, DatasetSpec};
 use serde_json::Value;
 
 /// A rules verdict.
@@ -13,22 +16,176 @@ pub struct RuleVerdict {
     pub reasoning: String,
 }
 
-/// Judge a response; `None` when the rules cannot be sure.
-pub fn judge(dataset: Dataset, row: &InputRow, response: &str) -> Option<RuleVerdict> {
-    match dataset {
-        Dataset::Boolq => boolq(response, row.correct_answer.as_bool()?),
-        Dataset::Medqa => medqa(response, row),
-        Dataset::Math => math(response, row.correct_answer.as_str()?),
+/// Judge a response with the checker of its dataset's spec; `None` when it cannot be sure.
+pub fn judge(dataset: &DatasetSpec, row: &InputRow, response: &str) -> Option<RuleVerdict> {
+    match &dataset.answer {
+        Checker::Boolean => boolq(response, row.correct_answer.as_bool()?),
+        Checker::Choice => medqa(response, row),
+        Checker::BoxedMath => math(response, row.correct_answer.as_str()?),
+        Checker::Numeric {
+            tolerance,
+            relative_tolerance,
+        } => number(
+            response,
+            &row.correct_answer,
+            *tolerance,
+            *relative_tolerance,
+        ),
+        Checker::Exact => text(response, row.correct_answer.as_str()?, false),
+        Checker::Normalized => text(response, row.correct_answer.as_str()?, true),
+        Checker::None => None,
     }
 }
 
 /// The verdict rules mode gives when the checkers are not sure: not correct, extracted 'None'.
-pub fn undecided(dataset: Dataset) -> RuleVerdict {
+pub fn undecided(dataset: &DatasetSpec) -> RuleVerdict {
     RuleVerdict {
         extracted: "None".into(),
         correct: false,
-        reasoning: format!("rules: no clear final answer found for {dataset}"),
+        reasoning: format!("rules: no clear final answer found for {}", dataset.name),
     }
+}
+
+/// The answer a short-answer response gives: its last `\boxed{}`, else its first non-empty
+/// line without an `Answer:` label.
+fn short_answer(response: &str) -> Option<String> {
+    if let Some(b) = last_boxed(response) {
+        return Some(b.trim().to_owned());
+    }
+    let line = response.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line = ["Answer:", "answer:", "ANSWER:"]
+        .iter()
+        .find_map(|p| line.strip_prefix(p))
+        .unwrap_or(line)
+        .trim();
+    (!line.is_empty()).then(|| line.to_owned())
+}
+
+/// Lower-case, without punctuation, articles and repeated spaces (SQuAD's normalisation).
+fn normalize_text(s: &str) -> String {
+    let lower: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    lower
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Exact or normalised string match of the response's short answer.
+fn text(response: &str, truth: &str, normalize: bool) -> Option<RuleVerdict> {
+    let said = short_answer(response)?;
+    let correct = if normalize {
+        normalize_text(&said) == normalize_text(truth)
+    } else {
+        said == truth.trim()
+    };
+    Some(RuleVerdict {
+        reasoning: format!(
+            "rules: the answer `{said}` {} the correct answer `{}`{}",
+            if correct { "equals" } else { "differs from" },
+            truth.trim(),
+            if normalize {
+                " after normalisation"
+            } else {
+                ""
+            }
+        ),
+        extracted: said,
+        correct,
+    })
+}
+
+/// The numbers written in a text: `-3`, `2.5`, `1,000`, `.5`.
+fn numbers_in(text: &str) -> Vec<f64> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let starts =
+            b[i].is_ascii_digit() || (b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit));
+        if !starts || (i > 0 && (b[i - 1].is_ascii_alphabetic() || b[i - 1] == b'_')) {
+            i += 1;
+            continue;
+        }
+        let neg = i > 0 && b[i - 1] == b'-' && (i < 2 || !b[i - 2].is_ascii_alphanumeric());
+        let mut j = i;
+        let mut digits = String::new();
+        while j < b.len() {
+            let c = b[j];
+            if c.is_ascii_digit() {
+                digits.push(c as char);
+            } else if c == b','
+                && b.len() >= j + 4
+                && b[j + 1..j + 4].iter().all(u8::is_ascii_digit)
+                && b.get(j + 4).is_none_or(|d| !d.is_ascii_digit())
+            {
+                // a thousands separator
+            } else if c == b'.'
+                && !digits.contains('.')
+                && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                digits.push('.');
+            } else {
+                break;
+            }
+            j += 1;
+        }
+        if let Ok(v) = digits.parse::<f64>() {
+            out.push(if neg { -v } else { v });
+        }
+        i = j.max(i + 1);
+    }
+    out
+}
+
+/// A number from the correct answer: a JSON number or a string holding one.
+fn truth_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let t = s.trim().replace(',', "");
+            t.parse::<f64>()
+                .ok()
+                .or_else(|| numeric(&normalize_math(&t)))
+        }
+        _ => None,
+    }
+}
+
+/// The response's `\boxed{}` number, or the one number of its first non-empty line, against
+/// the correct number within `max(tolerance, relative_tolerance × |truth|)`.
+fn number(response: &str, truth: &Value, tolerance: f64, relative: f64) -> Option<RuleVerdict> {
+    let truth = truth_number(truth)?;
+    let (extracted, said) = match last_boxed(response) {
+        Some(b) => {
+            let n = numeric(&normalize_math(&b))?;
+            (b, n)
+        }
+        None => {
+            let line = response.lines().map(str::trim).find(|l| !l.is_empty())?;
+            let mut nums = numbers_in(line);
+            nums.dedup();
+            match nums.as_slice() {
+                [one] => (line.to_owned(), *one),
+                // No number, or several: not sure which one is the answer.
+                _ => return None,
+            }
+        }
+    };
+    let margin = tolerance.max(relative * truth.abs());
+    let correct = (said - truth).abs() <= margin;
+    Some(RuleVerdict {
+        reasoning: format!(
+            "rules: the response's number {said} {} the correct {truth} (tolerance {margin})",
+            if correct { "is within" } else { "is outside" }
+        ),
+        extracted,
+        correct,
+    })
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -70,12 +227,21 @@ fn boolq(response: &str, truth: bool) -> Option<RuleVerdict> {
 fn medqa(response: &str, row: &InputRow) -> Option<RuleVerdict> {
     let options = row.options.as_ref()?;
     let truth_text = row.correct_answer.as_str()?;
-    let truth_letter = row.answer_letter.clone().or_else(|| {
-        options
-            .iter()
-            .find(|(_, t)| t.trim().eq_ignore_ascii_case(truth_text.trim()))
-            .map(|(l, _)| l.clone())
-    })?;
+    let truth_letter = row
+        .answer_letter
+        .clone()
+        .or_else(|| {
+            options
+                .iter()
+                .find(|(_, t)| t.trim().eq_ignore_ascii_case(truth_text.trim()))
+                .map(|(l, _)| l.clone())
+        })
+        // A spec whose answer column holds the letter itself.
+        .or_else(|| {
+            options
+                .contains_key(truth_text.trim())
+                .then(|| truth_text.trim().to_owned())
+        })?;
     let head: String = response.trim_start().chars().take(200).collect();
     // A leading letter: "C", "C.", "(C)", "C: text", "Answer: C".
     let stripped = head
@@ -241,6 +407,16 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    fn spec(name: &str) -> &'static DatasetSpec {
+        common::dataset_spec::builtin(name).unwrap()
+    }
+
+    fn with_checker(checker: Checker) -> DatasetSpec {
+        let mut s = spec("boolq").clone();
+        s.answer = checker;
+        s
+    }
+
     fn row(correct: Value) -> InputRow {
         InputRow {
             index: 0,
@@ -249,6 +425,7 @@ mod tests {
             correct_answer: correct,
             options: None,
             answer_letter: None,
+            id: None,
             max_tokens: None,
         }
     }
@@ -258,7 +435,7 @@ mod tests {
         let r = row(Value::Bool(true));
         assert!(
             judge(
-                Dataset::Boolq,
+                spec("boolq"),
                 &r,
                 " Yes, because the passage says so. No doubt."
             )
@@ -266,12 +443,12 @@ mod tests {
             .correct
         );
         assert!(
-            !judge(Dataset::Boolq, &r, "no.\nQuestion: is it? Answer: yes")
+            !judge(spec("boolq"), &r, "no.\nQuestion: is it? Answer: yes")
                 .unwrap()
                 .correct
         );
-        assert!(judge(Dataset::Boolq, &r, "The passage is long, and so is this").is_none());
-        assert!(judge(Dataset::Boolq, &r, "It says yes, then no.").is_none());
+        assert!(judge(spec("boolq"), &r, "The passage is long, and so is this").is_none());
+        assert!(judge(spec("boolq"), &r, "It says yes, then no.").is_none());
     }
 
     #[test]
@@ -283,18 +460,18 @@ mod tests {
             .collect();
         r.options = Some(opts);
         assert!(
-            judge(Dataset::Medqa, &r, " B: Iron\nQuestion: next")
+            judge(spec("medqa"), &r, " B: Iron\nQuestion: next")
                 .unwrap()
                 .correct
         );
-        assert!(judge(Dataset::Medqa, &r, "(B)").unwrap().correct);
-        assert!(!judge(Dataset::Medqa, &r, "A. Zinc").unwrap().correct);
+        assert!(judge(spec("medqa"), &r, "(B)").unwrap().correct);
+        assert!(!judge(spec("medqa"), &r, "A. Zinc").unwrap().correct);
         assert!(
-            judge(Dataset::Medqa, &r, "Iron deficiency is likely")
+            judge(spec("medqa"), &r, "Iron deficiency is likely")
                 .unwrap()
                 .correct
         );
-        assert!(judge(Dataset::Medqa, &r, "Because of the diet").is_none());
+        assert!(judge(spec("medqa"), &r, "Because of the diet").is_none());
     }
 
     #[test]
@@ -302,16 +479,59 @@ mod tests {
         let sol = Value::String("so $x = \\boxed{\\dfrac{3}{4}}$.".into());
         let r = row(sol);
         assert!(
-            judge(Dataset::Math, &r, "... \\boxed{\\frac34}")
+            judge(spec("math"), &r, "... \\boxed{\\frac34}")
                 .unwrap()
                 .correct
         );
-        assert!(judge(Dataset::Math, &r, "\\boxed{0.75}").unwrap().correct);
-        assert!(!judge(Dataset::Math, &r, "\\boxed{0.7}").unwrap().correct);
-        assert!(judge(Dataset::Math, &r, "no box here").is_none());
-        assert!(judge(Dataset::Math, &r, "\\boxed{\\sqrt{2}}").is_none());
+        assert!(judge(spec("math"), &r, "\\boxed{0.75}").unwrap().correct);
+        assert!(!judge(spec("math"), &r, "\\boxed{0.7}").unwrap().correct);
+        assert!(judge(spec("math"), &r, "no box here").is_none());
+        assert!(judge(spec("math"), &r, "\\boxed{\\sqrt{2}}").is_none());
         assert_eq!(normalize_math("25\\%"), "25");
         assert_eq!(normalize_math("540^\\circ"), "540");
         assert_eq!(last_boxed("\\boxed{a{b}c} and \\boxed{d}").unwrap(), "d");
+    }
+
+    #[test]
+    fn numbers_are_read_from_the_first_line_or_the_box() {
+        let s = with_checker(Checker::Numeric {
+            tolerance: 0.5,
+            relative_tolerance: 0.0,
+        });
+        let r = row(serde_json::json!(8));
+        assert!(
+            judge(&s, &r, " 8 legs.\nQuestion: next 12")
+                .unwrap()
+                .correct
+        );
+        assert!(judge(&s, &r, "8.4").unwrap().correct);
+        assert!(!judge(&s, &r, "Answer: 6").unwrap().correct);
+        assert!(judge(&s, &r, "so \\boxed{8}").unwrap().correct);
+        assert!(judge(&s, &r, "between 6 and 8").is_none());
+        assert!(judge(&s, &r, "many").is_none());
+        let r = row(Value::String("1,000".into()));
+        assert!(judge(&s, &r, "1,000 metres").unwrap().correct);
+        assert!(!judge(&s, &r, "-1000").unwrap().correct);
+        assert_eq!(
+            numbers_in("x2 is -3.5, then 4,500 and .5"),
+            vec![-3.5, 4500.0, 0.5]
+        );
+    }
+
+    #[test]
+    fn strings_match_exactly_or_normalised() {
+        let r = row(Value::String("The Pacific Ocean".into()));
+        let exact = with_checker(Checker::Exact);
+        let norm = with_checker(Checker::Normalized);
+        assert!(
+            judge(&exact, &r, "The Pacific Ocean\nmore")
+                .unwrap()
+                .correct
+        );
+        assert!(!judge(&exact, &r, "pacific ocean").unwrap().correct);
+        assert!(judge(&norm, &r, "Answer: pacific  ocean.").unwrap().correct);
+        assert!(!judge(&norm, &r, "Atlantic").unwrap().correct);
+        assert!(judge(&norm, &r, "   ").is_none());
+        assert!(judge(&with_checker(Checker::None), &r, "The Pacific Ocean").is_none());
     }
 }

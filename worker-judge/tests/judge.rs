@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use common::dataset::{load_split, Dataset, DatasetSource};
+use common::dataset::{load_split, DatasetSource};
 use common::job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
 use common::queue::{CompleteOutcome, Queue, Stage};
 use common::records::{PredictionRecord, TaggedRecord};
@@ -39,7 +39,7 @@ async fn job_with_predictions_for(
     shard: u64,
 ) -> JobId {
     let rows = load_split(
-        Dataset::Boolq,
+        common::dataset_spec::builtin("boolq").expect("built in"),
         &DatasetSource::File {
             path: samples("boolq.jsonl"),
         },
@@ -49,7 +49,7 @@ async fn job_with_predictions_for(
     .unwrap();
     let spec = JobSpec::for_rows(
         model,
-        Dataset::Boolq,
+        common::dataset_spec::builtin("boolq").expect("built in"),
         "test",
         "samples",
         &rows,

@@ -45,7 +45,7 @@ impl ShardProcessor for Sleepy {
             let json = match l.stage {
                 Stage::Infer => serde_json::to_string(&pred).unwrap(),
                 Stage::Judge => serde_json::to_string(&TaggedRecord::tag(
-                    ctx.spec.dataset,
+                    ctx.spec.dataset_spec().expect("a known dataset"),
                     &pred,
                     JudgeResponse {
                         correct_answer: r.correct_answer.clone(),
