@@ -286,6 +286,16 @@ impl Queue {
         }
     }
 
+    /// A handle on the same command connection with a wait connection of its own (opened on
+    /// first use). Each worker needs its own: `BLPOP`s sent on one connection run one after
+    /// another, so workers sharing one would wait behind each other's timeouts.
+    pub fn with_own_wait_connection(&self) -> Self {
+        Self {
+            blocking: std::sync::Arc::default(),
+            ..self.clone()
+        }
+    }
+
     pub fn url(&self) -> &RedisUrl {
         &self.url
     }
@@ -404,7 +414,8 @@ impl Queue {
     /// Wait up to `timeout` for a wake-up token of `stage` (infer: of the model `topic`):
     /// `Ok(true)` when one came, `Ok(false)` when the time ran out. The wait (`BLPOP`) runs on
     /// a connection of its own, so the worker's renewals and heartbeats are never queued
-    /// behind it.
+    /// behind it; clones share it, so one waiter at a time per handle (see
+    /// [`with_own_wait_connection`](Self::with_own_wait_connection)).
     pub async fn wait_for_work(
         &self,
         stage: Stage,

@@ -386,6 +386,8 @@ async fn run_loop<P: ShardProcessor>(
     let (woke_tx, mut woke_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let mut waiter: Option<tokio::task::AbortHandle> = None;
     let mut waiting = false;
+    // Workers in one process may share a `Queue`; each waits on a connection of its own.
+    let wait_queue = queue.with_own_wait_connection();
     let mut rate = TokenRate::default();
     let beat = Beat {
         config: &config,
@@ -540,7 +542,7 @@ async fn run_loop<P: ShardProcessor>(
                                 // One wait at a time; one still running from an earlier idle
                                 // spell ends within its own (shorter or equal) pause.
                                 if waiter.is_none() {
-                                    let (q, tx, stage) = (queue.clone(), woke_tx.clone(), config.stage);
+                                    let (q, tx, stage) = (wait_queue.clone(), woke_tx.clone(), config.stage);
                                     let topic = config.wake_topic().map(str::to_owned);
                                     let wait = tokio::spawn(async move {
                                         let woken = match q.wait_for_work(stage, topic.as_deref(), pause).await {

@@ -58,6 +58,10 @@ fn slow_polling_worker(i: usize, model: &str) -> WorkerConfig {
     c
 }
 
+/// All workers share one `Queue` (as in-process fleets such as `conftag bench queue` do):
+/// each must still wait on a connection of its own, or their `BLPOP`s queue behind each
+/// other (found by `an_idle_fleet_is_woken_within_a_second_of_a_submit`: a worker of the
+/// other model blocking first held up every wake-up for its whole timeout).
 fn spawn_workers(
     queue: &Queue,
     configs: Vec<WorkerConfig>,
