@@ -19,7 +19,11 @@
 //! | `…:batchpaid` | hash | batch id → its price (micro-USD), once added to the job's spend |
 //! | `…:batch:<n>` | string | OpenAI Batch API batch id of shard n (judge `batch` mode), so a restarted worker resumes it instead of paying twice |
 //!
-//! Two global keys live outside any job: the set of job ids and the worker registry.
+//! Global keys live outside any job: the set of job ids, the worker registry, and the
+//! wake-up lists idle workers block on (`conftag:v1:wake:infer:<model>`,
+//! `conftag:v1:wake:judge`): a token pushed there when shards become ready wakes one waiting
+//! worker at once. They are hints only (capped, never the source of truth): a lost token costs
+//! at most one idle poll.
 
 use crate::job::JobId;
 
@@ -34,6 +38,15 @@ pub fn jobs_index() -> String {
 /// Hash of worker id → worker heartbeat JSON.
 pub fn workers() -> String {
     format!("conftag:{SCHEMA}:workers")
+}
+
+/// The wake-up list of idle workers of `stage`; infer workers wait per model (`topic`), so a
+/// submit wakes workers that can take its shards.
+pub fn wake(stage: &str, topic: Option<&str>) -> String {
+    match topic {
+        Some(t) => format!("conftag:{SCHEMA}:wake:{stage}:{t}"),
+        None => format!("conftag:{SCHEMA}:wake:{stage}"),
+    }
 }
 
 /// Keys of one job.

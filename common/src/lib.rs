@@ -7,6 +7,7 @@ pub mod export;
 pub mod http;
 pub mod job;
 pub mod keys;
+pub mod latency;
 pub mod metrics;
 pub mod prompt;
 pub mod queue;

@@ -211,12 +211,14 @@ impl Scripts {
     }
 }
 
-/// A handle on the queue; cheap to clone (one multiplexed connection underneath).
+/// A handle on the queue; cheap to clone (one multiplexed connection underneath, and a second
+/// one, opened on first use, for the blocking wait of an idle worker).
 #[derive(Clone)]
 pub struct Queue {
     conn: RedisConn,
     scripts: std::sync::Arc<Scripts>,
     url: RedisUrl,
+    blocking: std::sync::Arc<tokio::sync::OnceCell<RedisConn>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -224,6 +226,15 @@ impl std::fmt::Debug for Queue {
         f.debug_struct("Queue").field("url", &self.url).finish()
     }
 }
+
+/// Wake-up tokens kept at most per list: tokens pushed while no worker waits pile up only this
+/// far (each costs a later idle worker one early claim round).
+const WAKE_LIST_CAP: isize = 64;
+/// Tokens a submit pushes; each worker that finds work after waiting pushes two more (see
+/// `worker.rs`), so the wake-up spreads through an idle fleet in a few round trips.
+pub const WAKE_ON_SUBMIT: usize = 2;
+/// The longest blocking wait: below the connections' 30 s response timeout.
+const WAKE_WAIT_MAX: Duration = Duration::from_secs(25);
 
 /// Rows are staged in batches of this many per pipeline.
 const STAGE_BATCH: usize = 500;
@@ -237,6 +248,7 @@ impl Queue {
             conn,
             scripts: std::sync::Arc::new(Scripts::load()),
             url: url.clone(),
+            blocking: std::sync::Arc::default(),
         };
         // Fail now, with the URL, rather than at the first command.
         let mut c = queue.conn.clone();
@@ -271,6 +283,16 @@ impl Queue {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// A handle on the same command connection with a wait connection of its own (opened on
+    /// first use). Each worker needs its own: `BLPOP`s sent on one connection run one after
+    /// another, so workers sharing one would wait behind each other's timeouts.
+    pub fn with_own_wait_connection(&self) -> Self {
+        Self {
+            blocking: std::sync::Arc::default(),
+            ..self.clone()
         }
     }
 
@@ -361,7 +383,57 @@ impl Queue {
             }
         };
         let _: () = c.sadd(keys::jobs_index(), id.as_str()).await?;
+        if let SubmitOutcome::Created { shards } = outcome {
+            let n = WAKE_ON_SUBMIT.min(shards as usize);
+            self.wake(Stage::Infer, Some(&spec.model), n).await;
+        }
         Ok(outcome)
+    }
+
+    /// Tell idle workers of `stage` (infer: of the model `topic`) that shards are ready: push
+    /// `n` tokens on its wake-up list, each wakes one waiting worker. Best effort: a token that
+    /// is lost costs an idle poll, never a shard, so a failure is only logged.
+    pub async fn wake(&self, stage: Stage, topic: Option<&str>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let key = keys::wake(stage.name(), topic);
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("LPUSH").arg(&key).arg(vec!["1"; n]).ignore();
+        pipe.cmd("LTRIM")
+            .arg(&key)
+            .arg(0)
+            .arg(WAKE_LIST_CAP - 1)
+            .ignore();
+        if let Err(e) = pipe.query_async::<()>(&mut c).await {
+            tracing::debug!(error = %e, "wake-up not sent; idle workers will poll");
+        }
+    }
+
+    /// Wait up to `timeout` for a wake-up token of `stage` (infer: of the model `topic`):
+    /// `Ok(true)` when one came, `Ok(false)` when the time ran out. The wait (`BLPOP`) runs on
+    /// a connection of its own, so the worker's renewals and heartbeats are never queued
+    /// behind it; clones share it, so one waiter at a time per handle (see
+    /// [`with_own_wait_connection`](Self::with_own_wait_connection)).
+    pub async fn wait_for_work(
+        &self,
+        stage: Stage,
+        topic: Option<&str>,
+        timeout: Duration,
+    ) -> Result<bool, QueueError> {
+        let conn = self
+            .blocking
+            .get_or_try_init(|| RedisConn::connect(&self.url, Duration::from_secs(5)))
+            .await?;
+        let mut c = conn.clone();
+        let secs = timeout.clamp(Duration::from_millis(10), WAKE_WAIT_MAX);
+        let got: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(keys::wake(stage.name(), topic))
+            .arg(format!("{:.3}", secs.as_secs_f64()))
+            .query_async(&mut c)
+            .await?;
+        Ok(got.is_some())
     }
 
     /// All job ids, sorted.
@@ -489,6 +561,10 @@ impl Queue {
             inv.arg(*index).arg(record);
         }
         let r: i64 = inv.invoke_async(&mut c).await?;
+        if r == 1 && lease.stage == Stage::Infer {
+            // The shard is now queued for judging.
+            self.wake(Stage::Judge, None, 1).await;
+        }
         Ok(match r {
             1 => CompleteOutcome::Stored,
             -1 => CompleteOutcome::Cancelled,
@@ -544,9 +620,9 @@ impl Queue {
         job: &JobId,
         req: &RequeueRequest,
     ) -> Result<RequeueOutcome, QueueError> {
-        if self.job_spec(job).await?.is_none() {
+        let Some((spec, _)) = self.job_spec(job).await? else {
             return Err(QueueError::NoSuchJob(job.clone()));
-        }
+        };
         let mut c = self.conn.clone();
         let (selection, ids): (&str, &[u64]) = match &req.selection {
             RequeueSelection::Failed => ("failed", &[]),
@@ -568,6 +644,17 @@ impl Queue {
             inv.arg(*id);
         }
         let out: Vec<u64> = inv.invoke_async(&mut c).await?;
+        let requeued = out.first().copied().unwrap_or(0) as usize;
+        if req.target != Some(Stage::Judge) {
+            self.wake(
+                Stage::Infer,
+                Some(&spec.model),
+                requeued.min(WAKE_ON_SUBMIT),
+            )
+            .await;
+        }
+        self.wake(Stage::Judge, None, requeued.min(WAKE_ON_SUBMIT))
+            .await;
         Ok(RequeueOutcome {
             requeued: out.first().copied().unwrap_or(0),
             skipped: out.into_iter().skip(1).collect(),

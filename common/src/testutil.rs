@@ -16,6 +16,12 @@ pub struct RedisServer {
     password: Option<String>,
     owns_dir: bool,
     tls: Option<ServerTls>,
+    /// `appendfsync` policy: `always` for the tests (nothing acknowledged is lost),
+    /// `everysec` for benchmarks (Redis's default, what production servers run).
+    fsync: &'static str,
+    /// `maxclients` (the default 10,000 is below a fleet of 5,000 workers with two
+    /// connections each).
+    maxclients: Option<u32>,
 }
 
 /// Certificate files for a TLS-only test server (PEM). The test makes them (e.g. with
@@ -46,6 +52,16 @@ impl RedisServer {
         Self::start_in_temp_dir(aof, password, None)
     }
 
+    /// Start a server for benchmarks: AOF on with `appendfsync everysec` (Redis's default),
+    /// room for 19,000 clients (as far as the open-file limit allows), in a fresh temp dir.
+    pub fn start_everysec() -> std::io::Result<Self> {
+        let mut s = Self::unstarted_in_temp_dir(true, None, None)?;
+        s.fsync = "everysec";
+        s.maxclients = Some(19_000);
+        s.spawn()?;
+        Ok(s)
+    }
+
     /// Start a server that speaks only TLS (no plain-TCP port), AOF on; its
     /// [`url`](Self::url) is `rediss://127.0.0.1:PORT`.
     pub fn start_tls(tls: ServerTls, password: Option<&str>) -> std::io::Result<Self> {
@@ -57,9 +73,19 @@ impl RedisServer {
         password: Option<&str>,
         tls: Option<ServerTls>,
     ) -> std::io::Result<Self> {
+        let mut s = Self::unstarted_in_temp_dir(aof, password, tls)?;
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn unstarted_in_temp_dir(
+        aof: bool,
+        password: Option<&str>,
+        tls: Option<ServerTls>,
+    ) -> std::io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("conftag-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
-        let mut s = Self {
+        Ok(Self {
             child: None,
             port: free_port(),
             dir,
@@ -67,9 +93,9 @@ impl RedisServer {
             password: password.map(str::to_owned),
             owns_dir: true,
             tls,
-        };
-        s.spawn()?;
-        Ok(s)
+            fsync: "always",
+            maxclients: None,
+        })
     }
 
     /// Start in a given data directory (kept on drop), e.g. for the demo.
@@ -83,6 +109,8 @@ impl RedisServer {
             password: None,
             owns_dir: false,
             tls: None,
+            fsync: "always",
+            maxclients: None,
         };
         s.spawn()?;
         Ok(s)
@@ -119,11 +147,14 @@ impl RedisServer {
             .arg("--appendonly")
             .arg(if self.aof { "yes" } else { "no" })
             .arg("--appendfsync")
-            .arg("always")
+            .arg(self.fsync)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.arg("--requirepass").arg(p);
+        }
+        if let Some(n) = self.maxclients {
+            cmd.arg("--maxclients").arg(n.to_string());
         }
         let child = cmd.spawn().map_err(|e| {
             std::io::Error::new(
@@ -290,6 +321,11 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(cluster)
+    }
+
+    /// The masters' ports (to reach one node directly, e.g. for `INFO`).
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`

@@ -43,8 +43,17 @@ pub struct WorkerConfig {
     pub model: Option<String>,
     /// Lease length; leases are renewed every third of it.
     pub lease: Duration,
-    /// Pause between claim rounds when nothing was claimable.
+    /// Pause after the first claim round that found nothing; it doubles (with jitter) while
+    /// rounds keep finding nothing, up to `idle_poll_max` (and at most 10 × `idle_poll`).
     pub idle_poll: Duration,
+    /// The longest idle pause: the fallback poll of an idle worker, which also reaps lapsed
+    /// leases (inside `claim.lua`) when no other worker claims.
+    pub idle_poll_max: Duration,
+    /// While idle, wait on the stage's wake-up list (`BLPOP`, a connection of its own) instead
+    /// of sleeping, so that a submit, an infer completion (for judges) or a requeue wakes the
+    /// worker at once; the idle pause is then the wait's timeout. A worker that finds work
+    /// after waiting wakes two more, so an idle fleet ramps up in a few round trips.
+    pub wake_ups: bool,
     /// Unfinished rows held at once across shards: the worker claims another shard while its
     /// held shards have fewer rows still to do than this (rows a processor reported finished,
     /// [`ShardContext::row_finished`], no longer count), so it may hold up to one shard (less
@@ -71,6 +80,8 @@ impl WorkerConfig {
             model: None,
             lease: Duration::from_secs(60),
             idle_poll: Duration::from_millis(500),
+            idle_poll_max: Duration::from_secs(5),
+            wake_ups: true,
             max_inflight_rows: 64,
             drain_grace: Duration::from_secs(30),
             retry_base: Duration::from_secs(2),
@@ -79,6 +90,30 @@ impl WorkerConfig {
             device: None,
             roofline: None,
         }
+    }
+}
+
+impl WorkerConfig {
+    /// The wake-up topic: infer workers wait per model (a submit names its model).
+    fn wake_topic(&self) -> Option<&str> {
+        match self.stage {
+            Stage::Infer => self.model.as_deref(),
+            Stage::Judge => None,
+        }
+    }
+
+    /// The idle pause after `misses` claim rounds in a row found nothing (1 = the first),
+    /// with ±20% jitter so that a fleet started together does not poll in step.
+    fn idle_pause(&self, misses: u32) -> Duration {
+        let max = self
+            .idle_poll_max
+            .min(self.idle_poll * 10)
+            .max(self.idle_poll);
+        let base = self
+            .idle_poll
+            .saturating_mul(1 << misses.saturating_sub(1).min(16))
+            .min(max);
+        base.mul_f64(0.8 + 0.4 * rand::random::<f64>())
     }
 }
 
@@ -284,6 +319,8 @@ pub struct WorkerStats {
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub stale_completions: AtomicU64,
+    /// How long each claim call took (hits and misses), for `conftag bench fleet`.
+    pub claim_latency: crate::latency::LatencyHistogram,
 }
 
 impl WorkerStats {
@@ -350,7 +387,18 @@ pub async fn run_worker<P: ShardProcessor>(
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<Arc<WorkerStats>, WorkerError> {
-    let stats = Arc::new(WorkerStats::default());
+    run_worker_with_stats(queue, processor, config, shutdown, Arc::default()).await
+}
+
+/// [`run_worker`] that counts into `stats`, which the caller can read while the worker runs
+/// (a fleet benchmark reads every worker's claim latency).
+pub async fn run_worker_with_stats<P: ShardProcessor>(
+    queue: Queue,
+    processor: Arc<P>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+) -> Result<Arc<WorkerStats>, WorkerError> {
     let span = tracing::info_span!("worker", worker.id = %config.id, stage = %config.stage);
     run_loop(queue, processor, config, shutdown, stats.clone())
         .instrument(span)
@@ -377,7 +425,17 @@ async fn run_loop<P: ShardProcessor>(
     let mut fatal: Option<String> = None;
     let mut redis_backoff = redis_backoff();
     let mut next_claim = tokio::time::Instant::now();
-    let mut rotate = 0usize;
+    // Claim rounds in a row that found nothing (sets the idle pause).
+    let mut misses = 0u32;
+    // The idle wait on the wake-up list runs in a task of its own and says on `woke_tx` how it
+    // ended (true: woken by a token). It is never cut short: a dropped `BLPOP` would stay
+    // pending on its connection, delay the next wait and swallow a token. `waiting`: the loop
+    // waits for it before the next claim round; cleared when capacity frees or it ends.
+    let (woke_tx, mut woke_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let mut waiter: Option<tokio::task::AbortHandle> = None;
+    let mut waiting = false;
+    // Workers in one process may share a `Queue`; each waits on a connection of its own.
+    let wait_queue = queue.with_own_wait_connection();
     let mut rate = TokenRate::default();
     let progress = Arc::new(tokio::sync::Notify::new());
     let beat = Beat {
@@ -434,6 +492,8 @@ async fn run_loop<P: ShardProcessor>(
                         TaskEnd::Failed | TaskEnd::Released => {}
                     }
                 }
+                // Capacity freed: claim now rather than at the end of an idle wait.
+                waiting = false;
                 next_claim = tokio::time::Instant::now();
             }
             _ = renew_tick.tick() => {
@@ -477,11 +537,27 @@ async fn run_loop<P: ShardProcessor>(
                 // Tasks see the cancellation, release their leases and end.
                 drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
             }
-            _ = tokio::time::sleep_until(next_claim), if can_claim => {
-                match claim_round(&queue, &processor, &config, &mut cache, &mut rotate, holding, found_nothing).await {
+            Some(woken) = woke_rx.recv(), if waiter.is_some() => {
+                waiter = None;
+                if waiting {
+                    waiting = false;
+                    next_claim = tokio::time::Instant::now();
+                } else if woken {
+                    // Claiming already (capacity freed meanwhile): pass the token on.
+                    queue.wake(config.stage, config.wake_topic(), 1).await;
+                }
+            }
+            _ = tokio::time::sleep_until(next_claim), if can_claim && !waiting => {
+                match claim_round(&queue, &processor, &config, &stats, &mut cache, holding, found_nothing).await {
                     Ok((leases, idle)) => {
                         redis_backoff.reset();
                         let got = !leases.is_empty();
+                        if got && found_nothing && config.wake_ups {
+                            // Work appeared while this worker waited: others may be waiting
+                            // too. Two tokens: the wake-up spreads through the idle fleet in
+                            // a few round trips and stops where claims come back empty.
+                            queue.wake(config.stage, config.wake_topic(), 2).await;
+                        }
                         found_nothing = !got;
                         for (lease, spec, judge) in leases {
                             // Keyed by the lease token: the same shard can be held again (released
@@ -508,7 +584,37 @@ async fn run_loop<P: ShardProcessor>(
                             info!("no work left; exiting");
                             break;
                         }
-                        next_claim = tokio::time::Instant::now() + if got { Duration::ZERO } else { config.idle_poll };
+                        if got {
+                            misses = 0;
+                            next_claim = tokio::time::Instant::now();
+                        } else {
+                            misses = misses.saturating_add(1);
+                            let pause = config.idle_pause(misses);
+                            next_claim = tokio::time::Instant::now() + pause;
+                            if config.wake_ups {
+                                waiting = true;
+                                // One wait at a time; one still running from an earlier idle
+                                // spell ends within its own (shorter or equal) pause.
+                                if waiter.is_none() {
+                                    let (q, tx, stage) = (wait_queue.clone(), woke_tx.clone(), config.stage);
+                                    let topic = config.wake_topic().map(str::to_owned);
+                                    let wait = tokio::spawn(async move {
+                                        let woken = match q.wait_for_work(stage, topic.as_deref(), pause).await {
+                                            Ok(w) => w,
+                                            Err(e) => {
+                                                // Claim at the usual pause; the claim reports
+                                                // Redis errors.
+                                                debug!(error = %e, "idle wait failed");
+                                                tokio::time::sleep(pause).await;
+                                                false
+                                            }
+                                        };
+                                        let _ = tx.send(woken);
+                                    });
+                                    waiter = Some(wait.abort_handle());
+                                }
+                            }
+                        }
                     }
                     Err(e) => {
                         let wait = redis_backoff.next_backoff().unwrap_or(Duration::from_secs(5));
@@ -521,6 +627,9 @@ async fn run_loop<P: ShardProcessor>(
         if draining && held.is_empty() {
             break;
         }
+    }
+    if let Some(w) = waiter.take() {
+        w.abort();
     }
     match &fatal {
         // Leave the stopped worker in the registry so `conftag status` shows why.
@@ -564,6 +673,8 @@ struct JobCache {
     ids_fetched: Option<tokio::time::Instant>,
     specs: HashMap<JobId, (Option<(JobSpec, JudgeSettings)>, tokio::time::Instant)>,
     paused: HashMap<JobId, (bool, tokio::time::Instant)>,
+    /// Where the next round starts in the job list, so every job gets the first claim in turn.
+    rotate: usize,
 }
 
 impl JobCache {
@@ -618,8 +729,8 @@ async fn claim_round<P: ShardProcessor>(
     queue: &Queue,
     processor: &Arc<P>,
     config: &WorkerConfig,
+    stats: &WorkerStats,
     cache: &mut JobCache,
-    rotate: &mut usize,
     mut holding: Holding,
     found_nothing_last_time: bool,
 ) -> Result<(Vec<(ShardLease, JobSpec, JudgeSettings)>, bool), QueueError> {
@@ -629,8 +740,8 @@ async fn claim_round<P: ShardProcessor>(
     if ids.is_empty() {
         return Ok((out, true));
     }
-    *rotate = (*rotate + 1) % ids.len();
-    for id in ids.iter().cycle().skip(*rotate).take(ids.len()) {
+    cache.rotate = (cache.rotate + 1) % ids.len();
+    for id in ids.iter().cycle().skip(cache.rotate).take(ids.len()) {
         let Some((spec, judge)) = cache.spec(queue, id).await? else {
             continue;
         };
@@ -642,10 +753,12 @@ async fn claim_round<P: ShardProcessor>(
         }
         let mut claimed_here = false;
         while holding.has_room(config.max_inflight_rows) {
-            match queue
+            let asked = tokio::time::Instant::now();
+            let claimed = queue
                 .claim(id, config.stage, &config.id, config.lease)
-                .await?
-            {
+                .await?;
+            stats.claim_latency.record(asked.elapsed());
+            match claimed {
                 Some(lease) => {
                     holding.add_shard(lease.rows());
                     let stage = config.stage.name();
@@ -727,12 +840,12 @@ async fn run_shard<P: ShardProcessor>(
         }
         Err(ProcessError::Cancelled) => {
             failed("released");
-            release_quietly(&queue, &lease).await;
+            release_quietly(&queue, &lease, &config).await;
             TaskEnd::Released
         }
         Err(ProcessError::Fatal(msg)) => {
             failed("fatal");
-            release_quietly(&queue, &lease).await;
+            release_quietly(&queue, &lease, &config).await;
             TaskEnd::Fatal(msg)
         }
         Err(ProcessError::Paused(msg)) => {
@@ -741,7 +854,7 @@ async fn run_shard<P: ShardProcessor>(
             if let Err(e) = queue.pause_judging(&lease.job, &msg).await {
                 warn!(error = %e, "cannot record the pause");
             }
-            release_quietly(&queue, &lease).await;
+            release_quietly(&queue, &lease, &config).await;
             TaskEnd::Released
         }
         Err(e) => {
@@ -770,9 +883,14 @@ async fn run_shard<P: ShardProcessor>(
     (key, end)
 }
 
-async fn release_quietly(queue: &Queue, lease: &ShardLease) {
+async fn release_quietly(queue: &Queue, lease: &ShardLease, config: &WorkerConfig) {
     match queue.release(lease).await {
-        Ok(true) => info!("shard released"),
+        Ok(true) => {
+            info!("shard released");
+            if config.wake_ups {
+                queue.wake(lease.stage, config.wake_topic(), 1).await;
+            }
+        }
         Ok(false) => debug!("nothing to release: lease already gone"),
         Err(e) => warn!(error = %e, "release failed; the lease will lapse"),
     }

@@ -58,6 +58,52 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         rows_per_shard: u64,
     },
+    /// Thousands of simulated GPU workers (the real worker runtime, each with its own
+    /// connection; a "GPU" that sleeps per shard and returns MATH-sized rows) against a
+    /// `redis-server` or a 3-master Redis Cluster started for the run: Redis CPU, commands/s,
+    /// claim latency, pick-up delay of an idle fleet, status latency, memory per stored row.
+    /// Needs `redis-server` (and `redis-cli` for --cluster) on PATH; ignores --redis-url.
+    Fleet {
+        /// Fleet sizes to run, each on a fresh server.
+        #[arg(long, value_delimiter = ',', default_value = "100,500,2000")]
+        workers: Vec<usize>,
+        /// Seconds of steady state measured while the fleet is busy.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Seconds measured while the fleet is idle.
+        #[arg(long, default_value_t = 10)]
+        idle_seconds: u64,
+        /// Mean seconds the simulated GPU takes per shard.
+        #[arg(long, default_value_t = 20.0)]
+        shard_secs: f64,
+        /// Jitter of the shard time (± this share of it).
+        #[arg(long, default_value_t = 0.3)]
+        jitter: f64,
+        #[arg(long, default_value_t = 32)]
+        rows_per_shard: u64,
+        /// Shards each worker holds at once (running and look-ahead).
+        #[arg(long, default_value_t = 2)]
+        held_shards: u64,
+        /// Smallest and largest result row, bytes of JSON (MATH answers: 1–3 KB).
+        #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [1000, 3000])]
+        row_bytes: Vec<usize>,
+        /// Lease length in seconds (renewed every third of it), as `conftag-infer --lease-secs`.
+        #[arg(long, default_value_t = 60)]
+        lease_secs: u64,
+        /// Workers' idle poll in ms [default: the worker runtime's].
+        #[arg(long)]
+        idle_poll_ms: Option<u64>,
+        /// One-shard jobs submitted to the idle fleet to time their pick-up.
+        #[arg(long, default_value_t = 5)]
+        pickups: usize,
+        /// Run against a 3-master Redis Cluster instead of one redis-server.
+        #[arg(long)]
+        cluster: bool,
+        /// Idle workers poll at a fixed --idle-poll-ms without wake-ups or backoff (the
+        /// behaviour before wake-ups), for comparison.
+        #[arg(long)]
+        poll_only: bool,
+    },
     /// Latency of `conftag status` on one big job.
     Status {
         #[arg(long, default_value_t = 1_000_000)]

@@ -45,6 +45,40 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             ));
         }
     }
+    if let Command::Bench(BenchCommand::Fleet {
+        workers,
+        seconds,
+        idle_seconds,
+        shard_secs,
+        jitter,
+        rows_per_shard,
+        held_shards,
+        row_bytes,
+        lease_secs,
+        idle_poll_ms,
+        pickups,
+        cluster,
+        poll_only,
+    }) = &cli.command
+    {
+        // Starts its own servers: no connection to --redis-url.
+        let opts = crate::fleet::FleetOptions {
+            workers: workers.clone(),
+            seconds: *seconds,
+            idle_seconds: *idle_seconds,
+            shard_time: Duration::from_secs_f64(shard_secs.max(0.0)),
+            jitter: jitter.clamp(0.0, 1.0),
+            rows_per_shard: (*rows_per_shard).max(1),
+            held_shards: (*held_shards).max(1),
+            row_bytes: (row_bytes[0], row_bytes[1].max(row_bytes[0])),
+            lease: Duration::from_secs((*lease_secs).max(3)),
+            idle_poll: idle_poll_ms.map(Duration::from_millis),
+            pickups: *pickups,
+            cluster: *cluster,
+            poll_only: *poll_only,
+        };
+        return crate::fleet::fleet_bench(&opts).await;
+    }
     // Dataset specs are checked before Redis is reached: a bad spec costs nothing.
     let catalog = match &cli.command {
         Command::Datasets(a) => return datasets(a),
@@ -66,6 +100,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             shards,
             rows_per_shard,
         }) => crate::bench::queue_bench(&queue, &workers, shards, rows_per_shard).await,
+        Command::Bench(BenchCommand::Fleet { .. }) => unreachable!("handled above"),
         Command::Bench(BenchCommand::Status {
             rows,
             shard_size,

@@ -3,6 +3,7 @@
 mod bench;
 pub mod cli;
 mod commands;
+mod fleet;
 pub mod monitor;
 pub mod report;
 pub mod view;
