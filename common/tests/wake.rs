@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dataset::Dataset;
 use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::{self, JobKeys};
 use common::queue::{Queue, Stage};
@@ -85,7 +84,15 @@ fn spawn_workers(
 
 async fn submit(queue: &Queue, model: &str, split: &str, shards: u64) -> JobId {
     let r = synthetic_rows(shards);
-    let spec = JobSpec::for_rows(model, Dataset::Boolq, split, "t", &r, 8, PromptMode::Raw);
+    let spec = JobSpec::for_rows(
+        model,
+        common::dataset_spec::builtin("boolq").unwrap(),
+        split,
+        "t",
+        &r,
+        8,
+        PromptMode::Raw,
+    );
     queue
         .submit(&spec, &JudgeSettings::default(), &r, 1, 3)
         .await

@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dataset::Dataset;
-use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
+use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, Stage};
 use common::records::PredictionRecord;
 use common::redis_conn::RedisUrl;
@@ -66,16 +65,15 @@ async fn finished_rows_free_look_ahead_for_the_next_shard() {
     let server = RedisServer::start().expect("redis-server");
     let queue = Queue::connect(&RedisUrl::new(server.url())).await.unwrap();
     let rows = synthetic_rows(6);
-    let spec = JobSpec {
-        model: "m".into(),
-        dataset: Dataset::Boolq,
-        split: "test".into(),
-        source: "test".into(),
-        rows: rows.len() as u64,
-        max_tokens: 8,
-        prompt_mode: PromptMode::Raw,
-        rows_digest: rows_digest(&rows),
-    };
+    let spec = JobSpec::for_rows(
+        "m",
+        common::dataset_spec::builtin("boolq").unwrap(),
+        "test",
+        "test",
+        &rows,
+        8,
+        PromptMode::Raw,
+    );
     queue
         .submit(&spec, &JudgeSettings::default(), &rows, 2, 3)
         .await

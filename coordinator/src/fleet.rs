@@ -22,7 +22,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dataset::Dataset;
 use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::JobKeys;
 use common::latency::LatencySnapshot;
@@ -353,17 +352,18 @@ struct FleetRun {
 }
 
 const MODELS: [&str; 2] = ["fleet-model-a", "fleet-model-b"];
-const DATASETS: [Dataset; 3] = [Dataset::Math, Dataset::Medqa, Dataset::Boolq];
+const DATASETS: [&str; 3] = ["math", "medqa", "boolq"];
 
 async fn submit(
     queue: &Queue,
     model: &str,
-    dataset: Dataset,
+    dataset: &str,
     split: &str,
     rows: u64,
     shard_size: u64,
 ) -> Result<JobId, CommandError> {
     let r = synthetic_rows(rows);
+    let dataset = common::dataset_spec::builtin(dataset).expect("a built-in dataset");
     let spec = JobSpec::for_rows(model, dataset, split, "bench", &r, 512, PromptMode::Raw);
     queue
         .submit(&spec, &JudgeSettings::default(), &r, shard_size, 3)
@@ -477,7 +477,7 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
 
     // 2. Pick-up by the idle fleet.
     for k in 0..opts.pickups {
-        let job = submit(&admin, MODELS[k % 2], Dataset::Math, PICKUP_SPLIT, 1, 1).await?;
+        let job = submit(&admin, MODELS[k % 2], "math", PICKUP_SPLIT, 1, 1).await?;
         let keys = JobKeys::new(&job);
         let created = hget_u64(&admin, &keys.job(), "created_ms").await?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -146,8 +146,9 @@ queue)
   # same rows right before, so the ratio is from one call.
   model8b; start_redis
   bench_engine mistralrs-patched real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json
-  bench_engine conftag-infer real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json --through-queue
-  bench_engine conftag-infer equal-250-128 "${QUEUE_EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128 --through-queue ;;
+  queued=conftag-infer # the engine label of (c) in gpu-results.jsonl
+  bench_engine "$queued" real-mix "${IN_FLIGHT:-64,128,256}" --mix deploy/gpu/real-mix.json --through-queue
+  bench_engine "$queued" equal-250-128 "${QUEUE_EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128 --through-queue ;;
 neartie)
   # The bf16 check the float32 reference cannot make: the engine's own top logits in both
   # runs; a difference is a near-tie when both runs' gaps between the two tokens are within

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::dataset::{Dataset, InputRow};
+use common::dataset::InputRow;
 use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Queue, SubmitOutcome};
 use common::worker::WorkerConfig;
@@ -186,13 +186,14 @@ pub async fn run_through_queue(
             correct_answer: serde_json::Value::Null,
             options: None,
             answer_letter: None,
+            id: None,
             max_tokens: Some(budget),
         })
         .collect();
     let max_tokens = rows.iter().filter_map(|r| r.max_tokens).max().unwrap_or(1);
     let spec = JobSpec::for_rows(
         model.clone(),
-        Dataset::Math,
+        common::dataset_spec::builtin("math").expect("a built-in dataset"),
         format!("bench-{in_flight}"),
         "conftag-infer bench --through-queue",
         &rows,
