@@ -312,6 +312,11 @@ impl MistralEngine {
 
     /// Number of prompt tokens as the engine will see them (raw mode).
     pub async fn count_tokens(&self, prompt: &str) -> Result<usize, GenerateError> {
+        Ok(self.tokenize(prompt).await?.len())
+    }
+
+    /// The prompt's token ids as the engine sees them (raw mode).
+    async fn tokenize(&self, prompt: &str) -> Result<Vec<u32>, GenerateError> {
         self.model
             .tokenize(
                 either::Either::Right(prompt.to_owned()),
@@ -321,7 +326,6 @@ impl MistralEngine {
                 None,
             )
             .await
-            .map(|t| t.len())
             .map_err(|e| GenerateError::Engine(format!("tokenize: {e}")))
     }
 
@@ -346,12 +350,7 @@ impl MistralEngine {
         }
         let slots = self.slots.read().await.clone();
         let _permit = slots.acquire_owned().await.expect("semaphore open");
-        let sampling = SamplingParams {
-            temperature: Some(0.0),
-            top_k: Some(1),
-            max_len: Some(max_new),
-            ..SamplingParams::deterministic()
-        };
+        let sampling = greedy(max_new);
         match mode {
             PromptMode::Raw => self.raw_completion(prompt, sampling).await,
             PromptMode::Chat => self.chat_completion(prompt, sampling).await,
@@ -394,26 +393,10 @@ impl MistralEngine {
         continuation: &[u32],
         top: usize,
     ) -> Result<TokenLogits, GenerateError> {
-        let mut ids = self
-            .model
-            .tokenize(
-                either::Either::Right(prompt.to_owned()),
-                None,
-                true,
-                false,
-                None,
-            )
-            .await
-            .map_err(|e| GenerateError::Engine(format!("tokenize: {e}")))?;
+        let mut ids = self.tokenize(prompt).await?;
         ids.extend_from_slice(continuation);
-        let sampling = SamplingParams {
-            temperature: Some(0.0),
-            top_k: Some(1),
-            max_len: Some(1),
-            ..SamplingParams::deterministic()
-        };
         let (_, steps) = self
-            .completion_logits(RequestMessage::CompletionTokens(ids), sampling, top)
+            .completion_logits(RequestMessage::CompletionTokens(ids), greedy(1), top)
             .await?;
         steps
             .into_iter()
@@ -530,12 +513,7 @@ impl MistralEngine {
         prompts: &[String],
         max_tokens: u32,
     ) -> Result<SelfCheck, GenerateError> {
-        let sampling = || SamplingParams {
-            temperature: Some(0.0),
-            top_k: Some(1),
-            max_len: Some(max_tokens as usize),
-            ..SamplingParams::deterministic()
-        };
+        let sampling = || greedy(max_tokens as usize);
         let mut serial = Vec::new();
         for p in prompts {
             serial.push(self.raw_completion(p, sampling()).await?.text);
@@ -561,12 +539,7 @@ impl MistralEngine {
         max_tokens: u32,
         top: usize,
     ) -> Result<(Vec<Vec<TokenLogits>>, Vec<Vec<TokenLogits>>), GenerateError> {
-        let sampling = || SamplingParams {
-            temperature: Some(0.0),
-            top_k: Some(1),
-            max_len: Some(max_tokens as usize),
-            ..SamplingParams::deterministic()
-        };
+        let sampling = || greedy(max_tokens as usize);
         let mut serial = Vec::new();
         for p in prompts {
             serial.push(self.raw_completion_logits(p, sampling(), top).await?.1);
@@ -581,6 +554,16 @@ impl MistralEngine {
         .map(|r| r.map(|(_, steps)| steps))
         .collect::<Result<Vec<_>, _>>()?;
         Ok((serial, concurrent))
+    }
+}
+
+/// Greedy decoding of at most `max_len` tokens.
+fn greedy(max_len: usize) -> SamplingParams {
+    SamplingParams {
+        temperature: Some(0.0),
+        top_k: Some(1),
+        max_len: Some(max_len),
+        ..SamplingParams::deterministic()
     }
 }
 
