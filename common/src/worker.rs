@@ -977,3 +977,26 @@ async fn wait_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Holding;
+
+    #[test]
+    fn look_ahead_counts_unfinished_rows_and_caps_all_held_rows_at_twice_it() {
+        // Look-ahead 4: room while fewer than 4 rows are unfinished...
+        let h = |unfinished_rows, rows| Holding {
+            unfinished_rows,
+            rows,
+        };
+        assert!(h(3, 3).has_room(4));
+        assert!(!h(4, 4).has_room(4));
+        // ...finished rows of held shards do not count...
+        assert!(h(1, 7).has_room(4));
+        // ...but never 8 rows held in all: a crash redoes at most twice the look-ahead.
+        assert!(!h(1, 8).has_room(4));
+        let mut g = h(0, 0);
+        g.add_shard(4);
+        assert_eq!((g.unfinished_rows, g.rows), (4, 4));
+    }
+}
