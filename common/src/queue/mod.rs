@@ -188,9 +188,9 @@ struct Scripts {
 macro_rules! script {
     ($file:literal) => {
         redis::Script::new(concat!(
-            include_str!("../lua/lib.lua"),
+            include_str!("../../lua/lib.lua"),
             "\n",
-            include_str!(concat!("../lua/", $file))
+            include_str!(concat!("../../lua/", $file))
         ))
     };
 }
