@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::job::{JobId, JobSpec};
-use crate::keys::JobKeys;
 use crate::queue::{Queue, QueueError};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,26 +63,7 @@ struct JobExport {
 
 /// Shard ids of a job that are not done.
 pub async fn unfinished_shards(queue: &Queue, job: &JobId) -> Result<(u64, Vec<u64>), QueueError> {
-    let keys = JobKeys::new(job);
-    let mut c = queue.conn();
-    let total: Option<u64> = redis::cmd("HGET")
-        .arg(keys.job())
-        .arg("shards_total")
-        .query_async(&mut c)
-        .await?;
-    let total = total.ok_or_else(|| QueueError::NoSuchJob(job.clone()))?;
-    let mut missing = Vec::new();
-    let mut pipe = redis::pipe();
-    for n in 0..total {
-        pipe.hget(keys.shard(n), "state");
-    }
-    let states: Vec<Option<String>> = pipe.query_async(&mut c).await?;
-    for (n, s) in states.into_iter().enumerate() {
-        if s.as_deref() != Some("done") {
-            missing.push(n as u64);
-        }
-    }
-    Ok((total, missing))
+    queue.unfinished_shards(job).await
 }
 
 fn shard_list(ids: &[u64]) -> String {

@@ -11,8 +11,10 @@ pub mod latency;
 pub mod metrics;
 pub mod prompt;
 pub mod queue;
+/// Connections to Redis (URLs, TLS, single server or Cluster): part of the queue, the only
+/// module that talks to Redis; re-exported under its old path.
+pub use queue::conn as redis_conn;
 pub mod records;
-pub mod redis_conn;
 pub mod roofline;
 pub mod status;
 pub mod testutil;

@@ -4,14 +4,10 @@
 //! The JSON document (`conftag status --json`) is versioned by [`STATUS_SCHEMA`]; fields are
 //! only ever added within a version.
 
-use std::collections::HashMap;
-
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobId, JobSpec, JudgeSettings};
-use crate::keys::{self, JobKeys};
-use crate::queue::{parse_json, Queue, QueueError};
+use crate::job::JobId;
+use crate::queue::{Counter, JobSnapshot, Queue, QueueError, Stage};
 
 pub const STATUS_SCHEMA: u32 = 1;
 
@@ -190,107 +186,69 @@ pub struct StatusDocument {
 
 /// Milliseconds since the epoch by the Redis server's clock (the clock leases use).
 pub async fn server_time_ms(queue: &Queue) -> Result<u64, QueueError> {
-    let mut c = queue.conn();
-    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
-    Ok(s * 1000 + us / 1000)
+    queue.server_time_ms().await
 }
 
-fn counter(h: &HashMap<String, String>, name: &str) -> u64 {
-    h.get(name)
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0)
-        .max(0) as u64
-}
-
-/// What one pipelined read of a job returns: job hash, queue and lease sizes, a sample of
-/// failed shards, recent events.
-type StatusReads = (
-    HashMap<String, String>,
-    u64,
-    u64,
-    u64,
-    u64,
-    Vec<u64>,
-    Vec<String>,
-);
+/// The window the rates are taken over.
+const RATE_WINDOW_MS: u64 = 60_000;
 
 pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueError> {
-    let keys = JobKeys::new(id);
-    let mut c = queue.conn();
-    let now = server_time_ms(queue).await?;
-    let (h, qi, qj, li, lj, failed_ids, events): StatusReads = redis::pipe()
-        .hgetall(keys.job())
-        .zcard(keys.queue("infer"))
-        .zcard(keys.queue("judge"))
-        .zcard(keys.leased("infer"))
-        .zcard(keys.leased("judge"))
-        .cmd("SRANDMEMBER")
-        .arg(keys.failed())
-        .arg(20)
-        .zrangebyscore(keys.events(), now.saturating_sub(60_000), "+inf")
-        .query_async(&mut c)
+    let now = queue.server_time_ms().await?;
+    let snap = queue
+        .job_snapshot(id, now.saturating_sub(RATE_WINDOW_MS))
         .await?;
-    let spec: JobSpec = match h.get("spec") {
-        Some(s) => parse_json(&keys.job(), s)?,
-        None => return Err(QueueError::NoSuchJob(id.clone())),
-    };
-    let judge: JudgeSettings = parse_json(&keys.job(), h.get("judge").map_or("", |s| s))?;
-    let failed_count: u64 = c.scard(keys.failed()).await?;
-    let mut failed_shards = Vec::new();
-    for shard in failed_ids {
-        let f: (Option<String>, Option<u64>, Option<String>) = redis::cmd("HMGET")
-            .arg(keys.shard(shard))
-            .arg("stage")
-            .arg("attempts")
-            .arg("error")
-            .query_async(&mut c)
-            .await?;
-        failed_shards.push(FailedShard {
-            shard,
-            stage: f.0.unwrap_or_default(),
-            attempts: f.1.unwrap_or_default(),
-            error: f.2.unwrap_or_default(),
-        });
-    }
-    failed_shards.sort_by_key(|f| f.shard);
+    Ok(job_status_of(id, snap))
+}
 
+/// The status of a job from what [`Queue::job_snapshot`] read.
+pub fn job_status_of(id: &JobId, snap: JobSnapshot) -> JobStatus {
+    let c = &snap.counters;
     let shards = ShardCounts {
-        total: counter(&h, "shards_total"),
+        total: c.get(Counter::ShardsTotal),
         queued: StageCounts {
-            infer: qi,
-            judge: qj,
+            infer: snap.queued.infer,
+            judge: snap.queued.judge,
         },
         leased: StageCounts {
-            infer: li,
-            judge: lj,
+            infer: snap.leased.infer,
+            judge: snap.leased.judge,
         },
-        done: counter(&h, "shards_done"),
-        failed: failed_count,
+        done: c.get(Counter::ShardsDone),
+        failed: snap.failed,
     };
-    let rows_judged = counter(&h, "judge_rows");
-    let rows_correct = counter(&h, "judge_correct");
-    let rows_judge_errors = counter(&h, "judge_errors");
+    let failed_shards = snap
+        .failed_sample
+        .into_iter()
+        .map(|f| FailedShard {
+            shard: f.shard,
+            stage: f.stage,
+            attempts: f.attempts,
+            error: f.error,
+        })
+        .collect();
+    let rows_judged = c.get(Counter::JudgeRows);
+    let rows_correct = c.get(Counter::JudgeCorrect);
+    let rows_judge_errors = c.get(Counter::JudgeErrors);
     let decided = rows_judged.saturating_sub(rows_judge_errors);
 
     let (mut infer_rows, mut judge_rows, mut tokens) = (0u64, 0u64, 0u64);
-    for e in &events {
-        let parts: Vec<&str> = e.split('|').collect();
-        if parts.len() == 4 {
-            let rows: u64 = parts[2].parse().unwrap_or(0);
-            match parts[1] {
-                "infer" => {
-                    infer_rows += rows;
-                    tokens += parts[3].parse::<u64>().unwrap_or(0);
-                }
-                _ => judge_rows += rows,
+    for &(stage, rows, toks) in &snap.recent_completions {
+        match stage {
+            Stage::Infer => {
+                infer_rows += rows;
+                tokens += toks;
             }
+            Stage::Judge => judge_rows += rows,
         }
     }
+    let window_s = RATE_WINDOW_MS as f64 / 1000.0;
     let rates = Rates {
-        infer_rows_per_s: infer_rows as f64 / 60.0,
-        judge_rows_per_s: judge_rows as f64 / 60.0,
-        tokens_per_s: tokens as f64 / 60.0,
+        infer_rows_per_s: infer_rows as f64 / window_s,
+        judge_rows_per_s: judge_rows as f64 / window_s,
+        tokens_per_s: tokens as f64 / window_s,
     };
+    let spec = snap.spec;
+    let judge = snap.judge;
     let remaining = spec.rows.saturating_sub(rows_judged);
     let eta_s = if remaining == 0 {
         Some(0.0)
@@ -300,8 +258,7 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
         None
     };
 
-    let cancelled = h.get("state").map(String::as_str) == Some("cancelled");
-    let state = if cancelled {
+    let state = if snap.cancelled {
         JobState::Cancelled
     } else if shards.total > 0 && shards.done == shards.total {
         JobState::Done
@@ -311,7 +268,7 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
     {
         JobState::Failed
     } else if shards.leased.infer + shards.leased.judge > 0
-        || counter(&h, "infer_rows") > 0
+        || c.get(Counter::InferRows) > 0
         || shards.failed > 0
     {
         JobState::Running
@@ -319,7 +276,7 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
         JobState::Queued
     };
 
-    Ok(JobStatus {
+    JobStatus {
         id: id.clone(),
         model: spec.model.clone(),
         dataset: spec.dataset.clone(),
@@ -332,78 +289,69 @@ pub async fn job_status(queue: &Queue, id: &JobId) -> Result<JobStatus, QueueErr
         state,
         rows: spec.rows,
         shards,
-        rows_inferred: counter(&h, "infer_rows"),
-        rows_infer_errors: counter(&h, "infer_row_errors"),
+        rows_inferred: c.get(Counter::InferRows),
+        rows_infer_errors: c.get(Counter::InferRowErrors),
         rows_judged,
         rows_correct,
         rows_judge_errors,
         accuracy: (decided > 0).then(|| rows_correct as f64 / decided as f64),
-        prompt_tokens: counter(&h, "infer_prompt_tokens"),
-        tokens_generated: counter(&h, "infer_completion_tokens"),
+        prompt_tokens: c.get(Counter::InferPromptTokens),
+        tokens_generated: c.get(Counter::InferCompletionTokens),
         judge: JudgeTotals {
             model: judge.model,
             mode: judge.mode.name().to_owned(),
-            prompt_tokens: counter(&h, "judge_prompt_tokens"),
-            completion_tokens: counter(&h, "judge_completion_tokens"),
-            cost_usd: counter(&h, "judge_cost_micro_usd") as f64 / 1e6,
+            prompt_tokens: c.get(Counter::JudgePromptTokens),
+            completion_tokens: c.get(Counter::JudgeCompletionTokens),
+            cost_usd: c.get(Counter::JudgeCostMicroUsd) as f64 / 1e6,
             // A job from before the live counter has only the committed cost.
-            paid_usd: counter(&h, "judge_paid_micro_usd").max(counter(&h, "judge_cost_micro_usd"))
-                as f64
+            paid_usd: c
+                .get(Counter::JudgePaidMicroUsd)
+                .max(c.get(Counter::JudgeCostMicroUsd)) as f64
                 / 1e6,
-            llm_calls: counter(&h, "judge_llm_calls"),
-            rules_decided: counter(&h, "judge_rules_decided"),
-            rules_llm_agree: counter(&h, "judge_rules_llm_agree"),
-            rules_llm_disagree: counter(&h, "judge_rules_llm_disagree"),
-            call_retries: counter(&h, "judge_call_retries"),
+            llm_calls: c.get(Counter::JudgeLlmCalls),
+            rules_decided: c.get(Counter::JudgeRulesDecided),
+            rules_llm_agree: c.get(Counter::JudgeRulesLlmAgree),
+            rules_llm_disagree: c.get(Counter::JudgeRulesLlmDisagree),
+            call_retries: c.get(Counter::JudgeCallRetries),
             budget_usd: judge.budget_micro_usd.map(|b| b as f64 / 1e6),
-            paused: h.get("judge_paused").cloned(),
+            paused: snap.judge_paused,
         },
         rates,
         eta_s,
-        last_error: h.get("last_error").cloned().filter(|s| !s.is_empty()),
+        last_error: snap.last_error,
         failures: Failures {
             infer: StageFailures {
-                attempts_failed: counter(&h, "infer_attempts_failed"),
-                leases_expired: counter(&h, "infer_leases_expired"),
-                leases_lapsed_unstarted: counter(&h, "infer_leases_lapsed_unstarted"),
+                attempts_failed: c.get(Counter::InferAttemptsFailed),
+                leases_expired: c.get(Counter::InferLeasesExpired),
+                leases_lapsed_unstarted: c.get(Counter::InferLeasesLapsedUnstarted),
             },
             judge: StageFailures {
-                attempts_failed: counter(&h, "judge_attempts_failed"),
-                leases_expired: counter(&h, "judge_leases_expired"),
-                leases_lapsed_unstarted: counter(&h, "judge_leases_lapsed_unstarted"),
+                attempts_failed: c.get(Counter::JudgeAttemptsFailed),
+                leases_expired: c.get(Counter::JudgeLeasesExpired),
+                leases_lapsed_unstarted: c.get(Counter::JudgeLeasesLapsedUnstarted),
             },
         },
         failed_shards,
-    })
+    }
 }
 
 /// Publish a worker's heartbeat.
 pub async fn publish_worker(queue: &Queue, info: &WorkerInfo) -> Result<(), QueueError> {
-    let mut c = queue.conn();
-    let _: () = c
-        .hset(
-            keys::workers(),
-            &info.id,
-            serde_json::to_string(info).expect("worker info serializes"),
-        )
-        .await?;
-    Ok(())
+    queue.publish_worker(&info.id, info).await
 }
 
 /// Remove a worker from the registry (clean exit).
 pub async fn forget_worker(queue: &Queue, id: &str) -> Result<(), QueueError> {
-    let mut c = queue.conn();
-    let _: () = c.hdel(keys::workers(), id).await?;
-    Ok(())
+    queue.forget_worker(id).await
 }
 
+/// Every registered worker, by id; alive means a heartbeat within the last 30 s.
 pub async fn workers(queue: &Queue) -> Result<Vec<WorkerStatus>, QueueError> {
-    let mut c = queue.conn();
-    let now = server_time_ms(queue).await?;
-    let all: HashMap<String, String> = c.hgetall(keys::workers()).await?;
-    let mut out: Vec<WorkerStatus> = all
-        .values()
-        .filter_map(|v| serde_json::from_str::<WorkerInfo>(v).ok())
+    let now = queue.server_time_ms().await?;
+    let mut out: Vec<WorkerStatus> = queue
+        .worker_records::<WorkerInfo>()
+        .await?
+        .into_iter()
         .map(|info| WorkerStatus {
             alive: now.saturating_sub(info.heartbeat_ms) < 30_000,
             info,

@@ -14,7 +14,7 @@
 //! ([`ShardProcessor::marks_start`]). When a worker dies, only its started shards spend an
 //! attempt; the look-ahead it held goes back to the queue for free.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::job::{JobId, JobSpec, JudgeSettings};
-use crate::keys::JobKeys;
 use crate::metrics as m;
 use crate::queue::{
     CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage, StartOutcome,
@@ -255,7 +254,7 @@ impl ShardContext {
 #[derive(Debug, Clone, Default)]
 pub struct ShardOutput {
     pub rows: Vec<(u64, String)>,
-    pub counters: BTreeMap<String, i64>,
+    pub counters: crate::queue::CounterDeltas,
 }
 
 /// Why processing a shard stopped. Retry intent is a type, not a string.
@@ -771,32 +770,13 @@ async fn claim_round<P: ShardProcessor>(
                 None => break,
             }
         }
-        if claimed_here || (config.exit_when_done && pending_work(queue, id, config.stage).await?) {
+        if claimed_here
+            || (config.exit_when_done && queue.has_pending_work(id, config.stage).await?)
+        {
             pending_anywhere = true;
         }
     }
     Ok((out, !pending_anywhere))
-}
-
-/// Whether a job still has shards that will reach `stage` (queued or leased at it or before).
-async fn pending_work(queue: &Queue, job: &JobId, stage: Stage) -> Result<bool, QueueError> {
-    let keys = JobKeys::new(job);
-    let mut c = queue.conn();
-    let stages: &[&str] = match stage {
-        Stage::Infer => &["infer"],
-        Stage::Judge => &["infer", "judge"],
-    };
-    let mut pipe = redis::pipe();
-    for s in stages {
-        pipe.zcard(keys.queue(s)).zcard(keys.leased(s));
-    }
-    pipe.hget(keys.job(), "state");
-    let v: Vec<redis::Value> = pipe.query_async(&mut c).await?;
-    let cancelled = matches!(v.last(), Some(redis::Value::BulkString(s)) if s == b"cancelled");
-    let any = v[..v.len() - 1]
-        .iter()
-        .any(|x| matches!(x, redis::Value::Int(n) if *n > 0));
-    Ok(any && !cancelled)
 }
 
 /// Process one shard and settle its lease: complete, fail (with backoff), or release.
@@ -831,7 +811,7 @@ async fn run_shard<P: ShardProcessor>(
             if matches!(end, TaskEnd::Completed) {
                 for (name, value) in &output.counters {
                     if *value > 0 {
-                        ::metrics::counter!(m::shard_counter_name(name), "stage" => stage)
+                        ::metrics::counter!(m::shard_counter_name(name.name()), "stage" => stage)
                             .increment(*value as u64);
                     }
                 }

@@ -1,12 +1,13 @@
 //! The queue against a 3-master Redis Cluster on loopback: hash tags keep each job's keys,
 //! and so every script of a job, on one slot; jobs spread over the masters.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::export::export_jobs;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
-use common::queue::{CompleteOutcome, Queue, RequeueRequest, RequeueSelection, Stage};
+use common::queue::{
+    CompleteOutcome, Counter, CounterDeltas, Queue, RequeueRequest, RequeueSelection, Stage,
+};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
@@ -86,15 +87,14 @@ async fn jobs_run_end_to_end_on_a_cluster() {
                     };
                     out.push((row.index, json));
                 }
-                let counters: BTreeMap<String, i64> =
-                    [(format!("{}_rows", stage.name()), l.rows() as i64)].into();
+                let counters: CounterDeltas = [(Counter::rows(stage), l.rows() as i64)].into();
                 assert_eq!(
                     queue.complete(&l, &counters, &out).await.unwrap(),
                     CompleteOutcome::Stored
                 );
             }
         }
-        let counters: BTreeMap<String, i64> = [("infer_rows".to_owned(), 4)].into();
+        let counters: CounterDeltas = [(Counter::InferRows, 4)].into();
         assert_eq!(
             queue.complete(&dead, &counters, &[]).await.unwrap(),
             CompleteOutcome::Stale

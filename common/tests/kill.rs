@@ -2,13 +2,12 @@
 //! lapses, are completed once by another worker, and a late completion with the dead
 //! worker's token is refused. Also: SIGTERM drains, releasing shards without an attempt.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::job::{rows_digest, JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::JobKeys;
-use common::queue::{CompleteOutcome, Queue, ShardLease, Stage};
+use common::queue::{CompleteOutcome, Counter, CounterDeltas, Queue, ShardLease, Stage};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
 use common::testutil::{synthetic_rows, RedisServer};
@@ -124,7 +123,7 @@ async fn a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced
         end: shard * 4 + 4,
         attempts: 0,
     };
-    let counters: BTreeMap<String, i64> = [("infer_rows".to_owned(), 4)].into();
+    let counters: CounterDeltas = [(Counter::InferRows, 4)].into();
     let fake_rows: Vec<(u64, String)> = (stale.start..stale.end)
         .map(|i| (i, "\"stale\"".to_owned()))
         .collect();

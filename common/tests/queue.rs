@@ -7,8 +7,8 @@ use common::dataset::InputRow;
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::keys::JobKeys;
 use common::queue::{
-    CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
-    ShardLease, Stage, StartOutcome, SubmitOutcome,
+    CompleteOutcome, Counter, CounterDeltas, FailOutcome, Queue, RenewOutcome, RequeueRequest,
+    RequeueSelection, ShardLease, Stage, StartOutcome, SubmitOutcome,
 };
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
@@ -48,10 +48,9 @@ async fn setup(n: u64, shard_size: u64, max_attempts: u32) -> (RedisServer, Queu
     (server, queue, s)
 }
 
-fn output(lease: &ShardLease) -> (BTreeMap<String, i64>, Vec<(u64, String)>) {
-    let stage = lease.stage.name();
+fn output(lease: &ShardLease) -> (CounterDeltas, Vec<(u64, String)>) {
     let mut counters = BTreeMap::new();
-    counters.insert(format!("{stage}_rows"), lease.rows() as i64);
+    counters.insert(Counter::rows(lease.stage), lease.rows() as i64);
     let rows = (lease.start..lease.end)
         .map(|i| {
             let record = match lease.stage {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{
-    CompleteOutcome, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
+    CompleteOutcome, Counter, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
     ShardLease, Stage, StartOutcome,
 };
 use common::redis_conn::RedisUrl;
@@ -126,7 +126,7 @@ impl Model {
 
 async fn complete(q: &Queue, l: &ShardLease) -> CompleteOutcome {
     let mut counters = BTreeMap::new();
-    counters.insert(format!("{}_rows", l.stage.name()), l.rows() as i64);
+    counters.insert(Counter::rows(l.stage), l.rows() as i64);
     let out: Vec<(u64, String)> = (l.start..l.end).map(|i| (i, format!("\"{i}\""))).collect();
     q.complete(l, &counters, &out).await.unwrap()
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::{self, JobKeys};
-use common::queue::{Queue, Stage};
+use common::queue::{Counter, Queue, Stage};
 use common::redis_conn::RedisUrl;
 use common::testutil::{synthetic_rows, RedisServer};
 use common::worker::{
@@ -30,8 +30,7 @@ impl ShardProcessor for Sleepy {
         tokio::time::sleep(self.work).await;
         let l = &ctx.lease;
         let mut out = ShardOutput::default();
-        out.counters
-            .insert(format!("{}_rows", l.stage.name()), l.rows() as i64);
+        out.counters.insert(Counter::rows(l.stage), l.rows() as i64);
         out.rows = (l.start..l.end)
             .map(|i| {
                 (
@@ -309,7 +308,7 @@ async fn an_infer_completion_wakes_an_idle_judge() {
         .unwrap()
         .unwrap();
     let mut counters = std::collections::BTreeMap::new();
-    counters.insert("infer_rows".to_string(), 1);
+    counters.insert(Counter::InferRows, 1);
     let rows = vec![(
         0,
         r#"{"response":"r","question":"q","correct_answer":1}"#.to_string(),

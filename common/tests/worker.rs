@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::job::{JobSpec, JudgeSettings, PromptMode};
-use common::queue::{Queue, Stage};
+use common::queue::{Counter, Queue, Stage};
 use common::records::PredictionRecord;
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
@@ -55,7 +55,7 @@ impl ShardProcessor for SlowOddRows {
             out.rows
                 .push((r.index, serde_json::to_string(&record).unwrap()));
         }
-        out.counters.insert("infer_rows".into(), rows.len() as i64);
+        out.counters.insert(Counter::InferRows, rows.len() as i64);
         Ok(out)
     }
 }

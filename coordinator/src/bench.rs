@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::job::{JobSpec, JudgeSettings, PromptMode};
-use common::queue::{Queue, Stage};
+use common::queue::{Counter, Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::status;
 use common::testutil::synthetic_rows;
@@ -63,8 +63,7 @@ impl ShardProcessor for NoopProcessor {
             .expect("serializes"),
         };
         let mut out = ShardOutput::default();
-        out.counters
-            .insert(format!("{}_rows", l.stage.name()), l.rows() as i64);
+        out.counters.insert(Counter::rows(l.stage), l.rows() as i64);
         out.rows = (l.start..l.end).map(|i| (i, record.clone())).collect();
         Ok(out)
     }

@@ -23,11 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
-use common::keys::JobKeys;
 use common::latency::LatencySnapshot;
-use common::queue::{Queue, Stage};
+use common::queue::{Counter, Queue, ServerProbe, Stage};
 use common::records::PredictionRecord;
-use common::redis_conn::{RedisConn, RedisUrl};
+use common::redis_conn::RedisUrl;
 use common::status;
 use common::testutil::{synthetic_rows, RedisCluster, RedisServer};
 use common::worker::{
@@ -104,8 +103,8 @@ impl ShardProcessor for SimGpu {
                 (i, r.clone())
             })
             .collect();
-        out.counters.insert("infer_rows".into(), l.rows() as i64);
-        out.counters.insert("infer_result_bytes".into(), bytes);
+        out.counters.insert(Counter::InferRows, l.rows() as i64);
+        out.counters.insert(Counter::InferResultBytes, bytes);
         Ok(out)
     }
 }
@@ -241,25 +240,14 @@ struct NodeStats {
     clients: u64,
 }
 
-async fn node_stats(nodes: &[RedisConn]) -> Result<NodeStats, CommandError> {
+async fn node_stats(nodes: &[ServerProbe]) -> Result<NodeStats, CommandError> {
     let mut out = NodeStats::default();
     for node in nodes {
-        let mut c = node.clone();
-        let text: String = redis::cmd("INFO")
-            .query_async(&mut c)
-            .await
-            .map_err(common::QueueError::from)?;
-        let field = |name: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
-        let cpu = field("used_cpu_sys") + field("used_cpu_user");
-        out.cpu_s += cpu;
-        out.node_cpu_s.push(cpu);
-        out.commands += field("total_commands_processed") as u64;
-        out.clients += field("connected_clients") as u64;
+        let info = node.info().await?;
+        out.cpu_s += info.cpu_s;
+        out.node_cpu_s.push(info.cpu_s);
+        out.commands += info.commands;
+        out.clients += info.clients;
     }
     Ok(out)
 }
@@ -298,7 +286,7 @@ struct Mark {
     claims: LatencySnapshot,
 }
 
-async fn mark(nodes: &[RedisConn], stats: &[Arc<WorkerStats>]) -> Result<Mark, CommandError> {
+async fn mark(nodes: &[ServerProbe], stats: &[Arc<WorkerStats>]) -> Result<Mark, CommandError> {
     let mut claims = LatencySnapshot::default();
     for s in stats {
         claims.add(&s.claim_latency.snapshot());
@@ -380,17 +368,6 @@ fn ms_quantile(v: &[f64], q: f64) -> f64 {
     s[((s.len() - 1) as f64 * q).round() as usize]
 }
 
-async fn hget_u64(queue: &Queue, key: &str, field: &str) -> Result<u64, CommandError> {
-    let mut c = queue.conn();
-    let v: Option<u64> = redis::cmd("HGET")
-        .arg(key)
-        .arg(field)
-        .query_async(&mut c)
-        .await
-        .map_err(common::QueueError::from)?;
-    Ok(v.unwrap_or(0))
-}
-
 async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError> {
     let target = Target::start(opts.cluster)?;
     let url = RedisUrl::new(target.url());
@@ -398,11 +375,7 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
     let mut nodes = Vec::new();
     for p in target.ports() {
         let node_url = RedisUrl::new(format!("redis://127.0.0.1:{p}"));
-        nodes.push(
-            RedisConn::connect(&node_url, Duration::from_secs(5))
-                .await
-                .map_err(common::QueueError::from)?,
-        );
+        nodes.push(ServerProbe::connect(&node_url).await?);
     }
     let mut run = FleetRun {
         workers: n,
@@ -478,13 +451,10 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
     // 2. Pick-up by the idle fleet.
     for k in 0..opts.pickups {
         let job = submit(&admin, MODELS[k % 2], "math", PICKUP_SPLIT, 1, 1).await?;
-        let keys = JobKeys::new(&job);
-        let created = hget_u64(&admin, &keys.job(), "created_ms").await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let claimed = hget_u64(&admin, &keys.shard(0), "claimed_ms").await?;
-            if claimed > 0 {
-                run.pickup_ms.push(claimed.saturating_sub(created) as f64);
+            if let Some(delay) = admin.pickup_delay_ms(&job, 0).await? {
+                run.pickup_ms.push(delay as f64);
                 break;
             }
             if Instant::now() > deadline {
@@ -495,7 +465,7 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // Wait until it is through (it takes no time), then remove it.
-        while hget_u64(&admin, &keys.job(), "infer_rows").await? < 1 {
+        while admin.counter(&job, Counter::InferRows).await? < 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         admin.purge(&job).await?;
@@ -532,13 +502,7 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
     loop {
         let mut leased = 0;
         for job in &busy_jobs {
-            let mut c = admin.conn();
-            let l: u64 = redis::cmd("ZCARD")
-                .arg(JobKeys::new(job).leased("infer"))
-                .query_async(&mut c)
-                .await
-                .map_err(common::QueueError::from)?;
-            leased += l;
+            leased += admin.leased_count(job, Stage::Infer).await?;
         }
         if leased >= want_leased || t.elapsed() > opts.shard_time * 2 {
             break;
@@ -557,7 +521,7 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
         async move {
             let mut sum = 0;
             for job in &jobs {
-                sum += hget_u64(&admin, &JobKeys::new(job).job(), "infer_rows").await?;
+                sum += admin.counter(job, Counter::InferRows).await?;
             }
             Ok::<u64, CommandError>(sum)
         }
@@ -581,19 +545,9 @@ async fn run_one(opts: &FleetOptions, n: usize) -> Result<FleetRun, CommandError
 
     // 4. Memory of the stored rows.
     for job in &busy_jobs {
-        let keys = JobKeys::new(job);
-        run.rows_stored += hget_u64(&admin, &keys.job(), "infer_rows").await?;
-        run.raw_bytes += hget_u64(&admin, &keys.job(), "infer_result_bytes").await?;
-        let mut c = admin.conn();
-        let m: Option<u64> = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(keys.predictions())
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(&mut c)
-            .await
-            .map_err(common::QueueError::from)?;
-        run.result_memory += m.unwrap_or(0);
+        run.rows_stored += admin.counter(job, Counter::InferRows).await?;
+        run.raw_bytes += admin.counter(job, Counter::InferResultBytes).await?;
+        run.result_memory += admin.predictions_memory(job).await?.unwrap_or(0);
     }
     shutdown.cancel();
     for h in handles {

@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use common::job::JobId;
-use common::queue::{CompleteOutcome, Queue, Stage};
+use common::queue::{CompleteOutcome, Counter, Queue, Stage};
 use common::records::PredictionRecord;
 use common::redis_conn::RedisUrl;
 use common::testutil::{write_parquet, ParquetValues, RedisServer};
@@ -148,7 +148,7 @@ async fn infer_everything(queue: &Queue, job: &JobId) {
                 (r.index, serde_json::to_string(&p).unwrap())
             })
             .collect();
-        let counters = [("infer_rows".to_owned(), lease.rows() as i64)].into();
+        let counters = [(Counter::InferRows, lease.rows() as i64)].into();
         assert_eq!(
             queue.complete(&lease, &counters, &out).await.unwrap(),
             CompleteOutcome::Stored

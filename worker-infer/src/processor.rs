@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::job::{JobSpec, JudgeSettings};
+use common::queue::{Counter, CounterDeltas};
 use common::records::PredictionRecord;
 use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
 use tokio::sync::Semaphore;
@@ -86,15 +87,14 @@ impl ShardProcessor for InferProcessor {
         .into_iter()
         .collect::<Result<Vec<_>, ProcessError>>()?;
         let mut out = ShardOutput::default();
-        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        let mut counters: CounterDeltas = BTreeMap::new();
         for (row, result) in rows.iter().zip(results) {
             let record = match result {
                 Ok(g) => {
-                    *counters.entry("infer_prompt_tokens".into()).or_default() +=
+                    *counters.entry(Counter::InferPromptTokens).or_default() +=
                         g.prompt_tokens as i64;
-                    *counters
-                        .entry("infer_completion_tokens".into())
-                        .or_default() += g.completion_tokens as i64;
+                    *counters.entry(Counter::InferCompletionTokens).or_default() +=
+                        g.completion_tokens as i64;
                     PredictionRecord {
                         response: g.text,
                         question: row.question.clone(),
@@ -106,7 +106,7 @@ impl ShardProcessor for InferProcessor {
                     }
                 }
                 Err(msg) => {
-                    *counters.entry("infer_row_errors".into()).or_default() += 1;
+                    *counters.entry(Counter::InferRowErrors).or_default() += 1;
                     PredictionRecord {
                         response: String::new(),
                         question: row.question.clone(),
@@ -123,7 +123,7 @@ impl ShardProcessor for InferProcessor {
                 serde_json::to_string(&record).expect("record serializes"),
             ));
         }
-        counters.insert("infer_rows".into(), rows.len() as i64);
+        counters.insert(Counter::InferRows, rows.len() as i64);
         out.counters = counters;
         Ok(out)
     }

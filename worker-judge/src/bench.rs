@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use common::dataset::InputRow;
 use common::job::{JobSpec, JudgeMode, JudgeSettings, PromptMode};
-use common::queue::{Queue, QueueError, Stage};
+use common::queue::{Counter, Queue, QueueError, Stage};
 use common::records::PredictionRecord;
 use common::status;
 use common::worker::WorkerConfig;
@@ -79,7 +79,7 @@ async fn judged_ready_job(queue: &Queue, rows_total: u64) -> Result<common::JobI
                 (i, serde_json::to_string(&p).expect("serializes"))
             })
             .collect();
-        let counters = [("infer_rows".to_owned(), lease.rows() as i64)].into();
+        let counters = [(Counter::InferRows, lease.rows() as i64)].into();
         queue.complete(&lease, &counters, &out).await?;
     }
     Ok(id)

@@ -12,21 +12,16 @@
 //! a cap on that. Batch mode (`--mode batch`) pays per batch, one per shard: there the budget
 //! is checked when a shard starts, so batches already submitted can pass it.
 
-use common::job::{JobId, JudgeSettings};
-use common::keys::JobKeys;
+use common::job::JobId;
 use common::queue::Queue;
 
 use crate::openai::CallError;
-
-/// Job-hash field holding what the judge has paid for this job, in micro-USD.
-pub const PAID_FIELD: &str = "judge_paid_micro_usd";
 
 /// One job's live judge spend, checked against the budget the job has now.
 #[derive(Clone)]
 pub struct Ledger {
     queue: Queue,
-    job_key: String,
-    batch_paid_key: String,
+    job: JobId,
     /// Whether the shard was leased with a budget at all (no budget: no Redis read per row).
     budgeted: bool,
 }
@@ -34,27 +29,11 @@ pub struct Ledger {
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("job_key", &self.job_key)
+            .field("job", &self.job)
             .field("budgeted", &self.budgeted)
             .finish()
     }
 }
-
-fn redis_error(e: redis::RedisError) -> CallError {
-    CallError::Transient {
-        message: format!("cannot read the judge spend from Redis: {e}"),
-        retry_after: None,
-    }
-}
-
-/// Adds a batch's price once per batch id, both writes in one script (a crash between two
-/// commands would lose the price for good: the resumed worker would find the id recorded).
-const RECORD_BATCH: &str = r#"
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[2])
-end
-return 0
-"#;
 
 impl Ledger {
     /// `budgeted`: whether the job had a budget when the shard was leased. A budget set or
@@ -62,8 +41,7 @@ impl Ledger {
     pub fn new(queue: Queue, job: &JobId, budgeted: bool) -> Self {
         Self {
             queue,
-            job_key: JobKeys::new(job).job(),
-            batch_paid_key: JobKeys::new(job).batch_paid(),
+            job: job.clone(),
             budgeted,
         }
     }
@@ -76,22 +54,18 @@ impl Ledger {
         if !self.budgeted {
             return Ok(());
         }
-        let mut conn = self.queue.conn();
-        let (judge, paid, cost): (Option<String>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
-            .arg(&self.job_key)
-            .arg("judge")
-            .arg(PAID_FIELD)
-            .arg("judge_cost_micro_usd")
-            .query_async(&mut conn)
+        let spend = self
+            .queue
+            .judge_spend(&self.job)
             .await
-            .map_err(redis_error)?;
-        let budget = judge
-            .and_then(|j| serde_json::from_str::<JudgeSettings>(&j).ok())
-            .and_then(|j| j.budget_micro_usd);
-        let Some(budget) = budget else {
+            .map_err(|e| CallError::Transient {
+                message: format!("cannot read the judge spend from Redis: {e}"),
+                retry_after: None,
+            })?;
+        let Some(budget) = spend.budget_micro_usd else {
             return Ok(());
         };
-        let spent = paid.unwrap_or(0).max(cost.unwrap_or(0));
+        let spent = spend.spent_micro_usd();
         if spent >= budget {
             return Err(CallError::Paused(format!(
                 "judge budget of ${:.4} reached (paid ${:.4})",
@@ -109,14 +83,7 @@ impl Ledger {
         if micro_usd <= 0 {
             return;
         }
-        let mut conn = self.queue.conn();
-        let r: Result<i64, _> = redis::cmd("HINCRBY")
-            .arg(&self.job_key)
-            .arg(PAID_FIELD)
-            .arg(micro_usd)
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = self.queue.add_judge_paid(&self.job, micro_usd).await {
             tracing::warn!(error = %e, "cannot add a judge call's price to the job's spend");
         }
     }
@@ -124,16 +91,11 @@ impl Ledger {
     /// Add the price of a Batch API batch once, however often its results are downloaded (a
     /// worker that died after the download resumes the same batch).
     pub async fn record_batch(&self, batch_id: &str, micro_usd: i64) {
-        let mut conn = self.queue.conn();
-        let r: Result<i64, _> = redis::Script::new(RECORD_BATCH)
-            .key(&self.batch_paid_key)
-            .key(&self.job_key)
-            .arg(batch_id)
-            .arg(micro_usd)
-            .arg(PAID_FIELD)
-            .invoke_async(&mut conn)
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = self
+            .queue
+            .add_batch_paid_once(&self.job, batch_id, micro_usd)
+            .await
+        {
             tracing::warn!(error = %e, "cannot add a judge batch's price to the job's spend");
         }
     }

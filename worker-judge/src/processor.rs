@@ -18,8 +18,7 @@ use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
-use common::keys::JobKeys;
-use common::queue::QueueError;
+use common::queue::{Counter, CounterDeltas};
 
 use crate::batch::{BatchClient, BatchState};
 use crate::ledger::Ledger;
@@ -108,7 +107,15 @@ impl JudgeProcessor {
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct RowResult {
     tagged: Option<TaggedRecord>,
-    counters: BTreeMap<String, i64>,
+    counters: CounterDeltas,
+}
+
+impl RowResult {
+    /// Whether the row paid for a judge call (each paid call counts one
+    /// [`Counter::JudgeLlmCalls`]): only those verdicts are worth caching for a retry.
+    fn paid_a_call(&self) -> bool {
+        self.counters.contains_key(&Counter::JudgeLlmCalls)
+    }
 }
 
 /// A row's paid-for verdict kept in `…:jcache` until its shard completes.
@@ -203,15 +210,10 @@ impl ShardProcessor for JudgeProcessor {
         }
         // Verdicts paid for in an earlier attempt of this shard (one that failed on other
         // rows) are reused, so a retried shard never pays twice for a row.
-        let cache_key = JobKeys::new(&lease.job).judge_cache();
-        let mut conn = ctx.queue.conn();
-        let fields: Vec<u64> = (lease.start..lease.end).collect();
-        let cached: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&cache_key)
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await
-            .map_err(QueueError::from)?;
+        let cached = ctx
+            .queue
+            .cached_verdicts(&lease.job, lease.start, lease.end)
+            .await?;
         let mut done: Vec<(u64, RowResult)> = Vec::new();
         let mut futs = FuturesUnordered::new();
         for ((input, pred), cached) in inputs.iter().zip(preds.iter()).zip(cached) {
@@ -233,14 +235,13 @@ impl ShardProcessor for JudgeProcessor {
         while let Some((index, r)) = futs.next().await {
             match r {
                 Ok(row) => {
-                    if row.counters.contains_key("judge_llm_calls") {
+                    if row.paid_a_call() {
                         if let Some(entry) = CachedVerdict::entry(&row, &ctx.judge) {
-                            let _: Result<(), _> = redis::cmd("HSET")
-                                .arg(&cache_key)
-                                .arg(index)
-                                .arg(entry)
-                                .query_async(&mut conn)
-                                .await;
+                            // Best effort: without it a retry of the shard pays again.
+                            if let Err(e) = ctx.queue.cache_verdict(&lease.job, index, &entry).await
+                            {
+                                tracing::debug!(error = %e, "verdict not cached");
+                            }
                         }
                     }
                     done.push((index, row));
@@ -260,7 +261,7 @@ impl ShardProcessor for JudgeProcessor {
         }
         done.sort_by_key(|(i, _)| *i);
         let mut out = ShardOutput::default();
-        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        let mut counters: CounterDeltas = BTreeMap::new();
         for (index, row) in done {
             for (k, v) in row.counters {
                 *counters.entry(k).or_default() += v;
@@ -316,13 +317,7 @@ impl JudgeProcessor {
             .as_ref()
             .ok_or_else(|| ProcessError::Fatal("no Batch API configured".into()))?;
         let lease = &ctx.lease;
-        let key = JobKeys::new(&lease.job).batch(lease.shard);
-        let mut conn = ctx.queue.conn();
-        let existing: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(QueueError::from)?;
+        let existing = ctx.queue.shard_batch(&lease.job, lease.shard).await?;
         let batch_id = match existing {
             Some(id) => {
                 tracing::info!(batch = %id, "resuming the shard's batch");
@@ -343,12 +338,9 @@ impl JudgeProcessor {
                     .start(&ctx.judge.model, &prompts)
                     .await
                     .map_err(call_error)?;
-                let _: () = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&id)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(QueueError::from)?;
+                ctx.queue
+                    .set_shard_batch(&lease.job, lease.shard, &id)
+                    .await?;
                 tracing::info!(batch = %id, rows = prompts.len(), "batch submitted");
                 id
             }
@@ -358,11 +350,7 @@ impl JudgeProcessor {
                 BatchState::Running => tokio::time::sleep(client.poll_every).await,
                 BatchState::Completed { output_file } => break output_file,
                 BatchState::Ended(msg) => {
-                    let _: () = redis::cmd("DEL")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(QueueError::from)?;
+                    ctx.queue.clear_shard_batch(&lease.job, lease.shard).await?;
                     return Err(ProcessError::Transient(msg));
                 }
             }
@@ -377,9 +365,9 @@ impl JudgeProcessor {
             output_per_mtok: prices.output_per_mtok / 2.0,
         };
         let mut out = ShardOutput::default();
-        let mut counters: BTreeMap<String, i64> = BTreeMap::new();
+        let mut counters: CounterDeltas = BTreeMap::new();
         let mut paid = 0;
-        let mut add = |k: &str, v: i64| *counters.entry(k.to_owned()).or_default() += v;
+        let mut add = |k: Counter, v: i64| *counters.entry(k).or_default() += v;
         let provenance = || Provenance {
             judged_by: "batch".into(),
             judge_model: ctx.judge.model.clone(),
@@ -392,9 +380,9 @@ impl JudgeProcessor {
                     input.index
                 )));
             };
-            add("judge_rows", 1);
+            add(Counter::JudgeRows, 1);
             let record = if let Some(err) = &pred.error {
-                add("judge_errors", 1);
+                add(Counter::JudgeErrors, 1);
                 TaggedRecord::unjudged(
                     pred,
                     format!("inference failed for this row: {err}"),
@@ -403,14 +391,17 @@ impl JudgeProcessor {
             } else {
                 match results.remove(&input.index) {
                     Some(Ok(call)) => {
-                        add("judge_llm_calls", 1);
-                        add("judge_prompt_tokens", call.prompt_tokens as i64);
-                        add("judge_completion_tokens", call.completion_tokens as i64);
+                        add(Counter::JudgeLlmCalls, 1);
+                        add(Counter::JudgePromptTokens, call.prompt_tokens as i64);
+                        add(
+                            Counter::JudgeCompletionTokens,
+                            call.completion_tokens as i64,
+                        );
                         let cost = half.micro_usd(call.prompt_tokens, call.completion_tokens);
-                        add("judge_cost_micro_usd", cost);
+                        add(Counter::JudgeCostMicroUsd, cost);
                         paid += cost;
                         if call.verdict.correct == "yes" {
-                            add("judge_correct", 1);
+                            add(Counter::JudgeCorrect, 1);
                         }
                         let verdict = JudgeResponse {
                             correct_answer: input.correct_answer.clone(),
@@ -421,11 +412,11 @@ impl JudgeProcessor {
                         TaggedRecord::tag(job.dataset, pred, verdict, provenance())
                     }
                     Some(Err(m)) => {
-                        add("judge_errors", 1);
+                        add(Counter::JudgeErrors, 1);
                         TaggedRecord::unjudged(pred, m, provenance())
                     }
                     None => {
-                        add("judge_errors", 1);
+                        add(Counter::JudgeErrors, 1);
                         TaggedRecord::unjudged(
                             pred,
                             format!("batch {batch_id} returned no result for this row"),
@@ -449,7 +440,7 @@ impl JudgeProcessor {
         job: &JobJudging<'_>,
         input: &InputRow,
         pred: &PredictionRecord,
-        counters: &mut BTreeMap<String, i64>,
+        counters: &mut CounterDeltas,
     ) -> Result<Result<JudgeResponse, String>, CallError> {
         let client = self
             .client
@@ -464,17 +455,16 @@ impl JudgeProcessor {
         let rendered = prompt::render(dataset, input, &pred.response);
         match client.judge(&judge.model, &rendered).await {
             Ok(call) => {
-                *counters.entry("judge_llm_calls".into()).or_default() += 1;
-                *counters.entry("judge_prompt_tokens".into()).or_default() +=
+                *counters.entry(Counter::JudgeLlmCalls).or_default() += 1;
+                *counters.entry(Counter::JudgePromptTokens).or_default() +=
                     call.prompt_tokens as i64;
-                *counters
-                    .entry("judge_completion_tokens".into())
-                    .or_default() += call.completion_tokens as i64;
+                *counters.entry(Counter::JudgeCompletionTokens).or_default() +=
+                    call.completion_tokens as i64;
                 let cost = prices.micro_usd(call.prompt_tokens, call.completion_tokens);
-                *counters.entry("judge_cost_micro_usd".into()).or_default() += cost;
+                *counters.entry(Counter::JudgeCostMicroUsd).or_default() += cost;
                 job.ledger.record(cost).await;
                 if call.retries > 0 {
-                    *counters.entry("judge_call_retries".into()).or_default() +=
+                    *counters.entry(Counter::JudgeCallRetries).or_default() +=
                         i64::from(call.retries);
                 }
                 Ok(Ok(JudgeResponse {
@@ -485,7 +475,7 @@ impl JudgeProcessor {
                 }))
             }
             Err(CallError::Row(m)) => {
-                *counters.entry("judge_llm_calls".into()).or_default() += 1;
+                *counters.entry(Counter::JudgeLlmCalls).or_default() += 1;
                 Ok(Err(m))
             }
             Err(e) => Err(e),
@@ -500,7 +490,7 @@ impl JudgeProcessor {
     ) -> Result<RowResult, CallError> {
         let (dataset, judge) = (job.dataset, job.judge);
         let mut result = RowResult::default();
-        result.counters.insert("judge_rows".into(), 1);
+        result.counters.insert(Counter::JudgeRows, 1);
         let provenance = |by: &str| Provenance {
             judged_by: by.to_owned(),
             judge_model: if by == "rules" {
@@ -511,7 +501,7 @@ impl JudgeProcessor {
             judge_prompt_sha: prompt::template_sha(),
         };
         if let Some(err) = &pred.error {
-            result.counters.insert("judge_errors".into(), 1);
+            result.counters.insert(Counter::JudgeErrors, 1);
             result.tagged = Some(TaggedRecord::unjudged(
                 pred,
                 format!("inference failed for this row: {err}"),
@@ -538,23 +528,23 @@ impl JudgeProcessor {
                         correct: "no".into(),
                     }
                 });
-                result.counters.insert("judge_rules_decided".into(), 1);
+                result.counters.insert(Counter::JudgeRulesDecided, 1);
                 (Ok(v), "rules")
             }
             JudgeMode::Hybrid => match rules_verdict() {
                 Some(v) => {
-                    result.counters.insert("judge_rules_decided".into(), 1);
+                    result.counters.insert(Counter::JudgeRulesDecided, 1);
                     if self.audit_every > 0 && input.index.is_multiple_of(self.audit_every) {
                         let llm = self
                             .call_llm(job, input, pred, &mut result.counters)
                             .await?;
                         if let Ok(l) = llm {
                             let key = if l.correct == v.correct {
-                                "judge_rules_llm_agree"
+                                Counter::JudgeRulesLlmAgree
                             } else {
-                                "judge_rules_llm_disagree"
+                                Counter::JudgeRulesLlmDisagree
                             };
-                            result.counters.insert(key.into(), 1);
+                            result.counters.insert(key, 1);
                         }
                     }
                     (Ok(v), "rules")
@@ -574,12 +564,12 @@ impl JudgeProcessor {
         match verdict {
             Ok(v) => {
                 if v.correct == "yes" {
-                    result.counters.insert("judge_correct".into(), 1);
+                    result.counters.insert(Counter::JudgeCorrect, 1);
                 }
                 result.tagged = Some(TaggedRecord::tag(dataset, pred, v, provenance(by)));
             }
             Err(msg) => {
-                result.counters.insert("judge_errors".into(), 1);
+                result.counters.insert(Counter::JudgeErrors, 1);
                 result.tagged = Some(TaggedRecord::unjudged(pred, msg, provenance(by)));
             }
         }

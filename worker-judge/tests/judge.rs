@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::dataset::{load_split, DatasetSource};
 use common::job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
-use common::queue::{CompleteOutcome, Queue, Stage};
+use common::queue::{CompleteOutcome, Counter, Queue, Stage};
 use common::records::{PredictionRecord, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::status;
@@ -83,7 +83,7 @@ async fn job_with_predictions_for(
             };
             out.push((r.index, serde_json::to_string(&p).unwrap()));
         }
-        let counters = [("infer_rows".to_owned(), lease.rows() as i64)].into();
+        let counters = [(Counter::InferRows, lease.rows() as i64)].into();
         assert_eq!(
             queue.complete(&lease, &counters, &out).await.unwrap(),
             CompleteOutcome::Stored

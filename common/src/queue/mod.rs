@@ -14,8 +14,16 @@
 //! (counted as `<stage>_leases_lapsed_unstarted`), while the ones it was running spend one,
 //! so a shard that kills every worker that runs it still ends `failed`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
+
+pub mod conn;
+pub mod counters;
+mod judge_store;
+mod reads;
+
+pub use counters::{Counter, CounterDeltas, CounterValues};
+pub use judge_store::JudgeSpend;
+pub use reads::{FailedShardRecord, JobSnapshot, PerStage, ServerInfo, ServerProbe};
 
 use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
@@ -24,7 +32,7 @@ use crate::dataset::InputRow;
 use crate::job::{JobId, JobSpec, JudgeSettings};
 use crate::keys::{self, JobKeys};
 use crate::records::{PredictionRecord, TaggedRecord};
-use crate::redis_conn::{ConnectError, RedisConn, RedisUrl};
+use conn::{ConnectError, RedisConn, RedisUrl};
 
 /// The two stages a shard goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -95,7 +103,7 @@ impl QueueError {
     /// Connection-level problems that a retry may cure (Redis restarting, network blip).
     pub fn is_transient(&self) -> bool {
         match self {
-            QueueError::Redis(e) => crate::redis_conn::is_unreachable(e),
+            QueueError::Redis(e) => conn::is_unreachable(e),
             QueueError::Connect(e) => e.is_transient(),
             _ => false,
         }
@@ -183,6 +191,7 @@ struct Scripts {
     release: redis::Script,
     requeue: redis::Script,
     cancel: redis::Script,
+    batch_paid: redis::Script,
 }
 
 macro_rules! script {
@@ -207,6 +216,7 @@ impl Scripts {
             release: script!("release.lua"),
             requeue: script!("requeue.lua"),
             cancel: script!("cancel.lua"),
+            batch_paid: script!("batch_paid.lua"),
         }
     }
 }
@@ -258,7 +268,7 @@ impl Queue {
             .map_err(|e| {
                 let detail = e.to_string();
                 let url = url.redacted();
-                if crate::redis_conn::is_unreachable(&e) {
+                if conn::is_unreachable(&e) {
                     ConnectError::Unreachable { url, detail }
                 } else {
                     ConnectError::Rejected { url, detail }
@@ -300,6 +310,10 @@ impl Queue {
         &self.url
     }
 
+    /// The raw command connection, for tests that inspect or damage the stored state
+    /// directly. Only with the `testing` feature, which the workspace enables for its tests
+    /// alone (dev-dependencies): production code reaches Redis through this module's methods.
+    #[cfg(feature = "testing")]
     pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
@@ -541,16 +555,16 @@ impl Queue {
     }
 
     /// Store a shard's result rows and counters and move it to its next stage, atomically.
-    /// Counter names must start with the lease's stage (`infer_…` / `judge_…`).
+    /// Each counter must be one a shard of the lease's stage adds ([`Counter::shard_stage`]).
     pub async fn complete(
         &self,
         lease: &ShardLease,
-        counters: &BTreeMap<String, i64>,
+        counters: &CounterDeltas,
         rows: &[(u64, String)],
     ) -> Result<CompleteOutcome, QueueError> {
         debug_assert!(counters
             .keys()
-            .all(|k| k.starts_with(&format!("{}_", lease.stage.name()))));
+            .all(|k| k.shard_stage() == Some(lease.stage)));
         let mut c = self.conn.clone();
         let mut inv = self.scripts.complete.key(JobKeys::new(&lease.job).job());
         inv.arg(lease.shard)
@@ -766,7 +780,7 @@ impl Queue {
     pub async fn purge(&self, job: &JobId) -> Result<(), QueueError> {
         let keys = JobKeys::new(job);
         let mut c = self.conn.clone();
-        let total: Option<u64> = c.hget(keys.job(), "shards_total").await?;
+        let total: Option<u64> = c.hget(keys.job(), Counter::ShardsTotal.name()).await?;
         for n in 0..total.unwrap_or(0) {
             let _: () = c.del(&[keys.shard(n), keys.batch(n)]).await?;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::job::{JobSpec, JudgeSettings};
-use common::queue::{Queue, Stage};
+use common::queue::{Counter, Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::worker::{
@@ -29,9 +29,7 @@ impl ShardProcessor for Sleepy {
         let l = &ctx.lease;
         let inputs = ctx.queue.input_rows(&l.job, l.start, l.end).await?;
         let mut out = ShardOutput::default();
-        let stage = l.stage.name();
-        out.counters
-            .insert(format!("{stage}_rows"), l.rows() as i64);
+        out.counters.insert(Counter::rows(l.stage), l.rows() as i64);
         for r in inputs {
             let pred = PredictionRecord {
                 response: format!("answer {} by {}", r.index, self.worker),
@@ -62,7 +60,7 @@ impl ShardProcessor for Sleepy {
                 .unwrap(),
             };
             if l.stage == Stage::Judge && r.index % 2 == 0 {
-                *out.counters.entry("judge_correct".into()).or_default() += 1;
+                *out.counters.entry(Counter::JudgeCorrect).or_default() += 1;
             }
             out.rows.push((r.index, json));
         }
