@@ -3,6 +3,7 @@
 pub mod config;
 pub mod dataset;
 pub mod dataset_spec;
+pub mod exit;
 pub mod export;
 pub mod http;
 pub mod job;

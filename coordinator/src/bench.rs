@@ -19,7 +19,7 @@ use common::worker::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::CommandError;
+use crate::error::CommandError;
 
 /// A processor that returns a fixed small record per row, instantly.
 #[derive(Debug)]

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::dataset::{self, DatasetError, DatasetSource, InputRow};
-use common::dataset_spec::{Checker, DatasetSpec, SpecCatalog, SpecError};
-use common::export::{self, ExportError};
+use common::dataset::{self, DatasetSource, InputRow};
+use common::dataset_spec::{Checker, DatasetSpec, SpecCatalog};
+use common::export;
 use common::job::{JobId, JobSpec, JudgeMode, JudgeSettings, PromptMode};
 use common::queue::{Queue, QueueError, RequeueRequest, RequeueSelection, Stage, SubmitOutcome};
 use common::status;
@@ -17,24 +17,8 @@ use crate::cli::{
     BenchCommand, CancelArgs, Cli, Command, DatasetsArgs, ExportArgs, MonitorArgs, RequeueArgs,
     StageArg, StatusArgs, SubmitArgs, WorkersArgs,
 };
+use crate::error::CommandError;
 use crate::view;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Dataset(#[from] DatasetError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Export(#[from] ExportError),
-    #[error(transparent)]
-    Report(#[from] crate::report::ReportError),
-    /// A flag or argument that does not make sense; the message names it.
-    #[error("{0}")]
-    Usage(String),
-}
 
 /// Run one `conftag` command.
 pub async fn run(cli: Cli) -> Result<(), CommandError> {

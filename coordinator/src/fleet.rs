@@ -36,7 +36,7 @@ use common::worker::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::CommandError;
+use crate::error::CommandError;
 
 /// What `conftag bench fleet` runs.
 #[derive(Debug, Clone)]

@@ -7,11 +7,5 @@ use coordinator::cli::Cli;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     common::config::init_tracing(cli.common.log_format);
-    match coordinator::run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", common::config::error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+    common::exit::report(cli.run().await)
 }

@@ -11,7 +11,7 @@ use common::queue::{Queue, SubmitOutcome};
 use common::status::{self, JobStatus, StatusDocument, WorkerInfo, WorkerStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::commands::CommandError;
+use crate::error::CommandError;
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();

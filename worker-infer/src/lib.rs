@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod engine;
 pub mod gguf_convert;
 pub mod model_shape;
