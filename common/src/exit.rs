@@ -46,12 +46,13 @@ pub fn classify(e: &anyhow::Error) -> ExitKind {
         if cause.is::<WorkerError>() {
             return ExitKind::Stopped;
         }
-        if let Some(q) = cause.downcast_ref::<QueueError>() {
-            if q.is_transient() {
-                return ExitKind::Unreachable;
-            }
-        }
-        if let Some(c) = cause.downcast_ref::<ConnectError>() {
+        // `QueueError::Connect` is transparent: its chain skips the `ConnectError`.
+        let connect = match cause.downcast_ref::<QueueError>() {
+            Some(QueueError::Connect(c)) => Some(c),
+            Some(q) if q.is_transient() => return ExitKind::Unreachable,
+            _ => cause.downcast_ref::<ConnectError>(),
+        };
+        if let Some(c) = connect {
             return if c.is_transient() {
                 ExitKind::Unreachable
             } else {

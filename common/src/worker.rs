@@ -413,242 +413,382 @@ async fn run_loop<P: ShardProcessor>(
     stats: Arc<WorkerStats>,
 ) -> Result<(), WorkerError> {
     let started_ms = status::server_time_ms(&queue).await.unwrap_or(0);
-    let mut tasks: JoinSet<(String, TaskEnd)> = JoinSet::new();
-    let mut held: HashMap<String, Held> = HashMap::new();
-    let mut cache = JobCache::default();
-    let mut found_nothing = true;
     let mut renew_tick = tokio::time::interval(config.lease / 3);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut draining = false;
-    let mut drain_deadline = tokio::time::Instant::now();
-    let mut fatal: Option<String> = None;
-    let mut redis_backoff = redis_backoff();
-    let mut next_claim = tokio::time::Instant::now();
-    // Claim rounds in a row that found nothing (sets the idle pause).
-    let mut misses = 0u32;
-    // The idle wait on the wake-up list runs in a task of its own and says on `woke_tx` how it
-    // ended (true: woken by a token). It is never cut short: a dropped `BLPOP` would stay
-    // pending on its connection, delay the next wait and swallow a token. `waiting`: the loop
-    // waits for it before the next claim round; cleared when capacity frees or it ends.
     let (woke_tx, mut woke_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
-    let mut waiter: Option<tokio::task::AbortHandle> = None;
-    let mut waiting = false;
-    // Workers in one process may share a `Queue`; each waits on a connection of its own.
-    let wait_queue = queue.with_own_wait_connection();
-    let mut rate = TokenRate::default();
-    let progress = Arc::new(tokio::sync::Notify::new());
-    let beat = Beat {
-        config: &config,
+    let mut w = WorkerLoop {
+        wait_queue: queue.with_own_wait_connection(),
+        queue,
+        processor,
+        config,
+        stats,
         started_ms,
-        stats: &stats,
+        tasks: JoinSet::new(),
+        held: HashMap::new(),
+        cache: JobCache::default(),
+        found_nothing: true,
+        draining: false,
+        drain_deadline: tokio::time::Instant::now(),
+        fatal: None,
+        redis_backoff: redis_backoff(),
+        next_claim: tokio::time::Instant::now(),
+        misses: 0,
+        woke_tx,
+        waiter: None,
+        waiting: false,
+        rate: TokenRate::default(),
+        progress: Arc::new(tokio::sync::Notify::new()),
     };
     info!(
-        max_inflight_rows = config.max_inflight_rows,
+        max_inflight_rows = w.config.max_inflight_rows,
         "worker started"
     );
-
+    let progress = w.progress.clone();
     loop {
-        let holding = Holding::of(held.values());
-        let can_claim = !draining && fatal.is_none() && holding.has_room(config.max_inflight_rows);
+        let holding = Holding::of(w.held.values());
+        let can_claim =
+            !w.draining && w.fatal.is_none() && holding.has_room(w.config.max_inflight_rows);
         tokio::select! {
             // A row finished: the loop goes round and claims if the look-ahead has room.
             _ = progress.notified() => {}
-            _ = shutdown.cancelled(), if !draining => {
-                info!(shards = held.len(), grace = ?config.drain_grace, "shutdown: draining");
-                draining = true;
-                drain_deadline = tokio::time::Instant::now() + config.drain_grace;
+            _ = shutdown.cancelled(), if !w.draining => w.begin_drain(),
+            Some(joined) = w.tasks.join_next(), if !w.tasks.is_empty() => w.on_task_end(joined),
+            _ = renew_tick.tick() => w.renew_and_beat().await,
+            _ = tokio::time::sleep_until(w.drain_deadline), if w.draining && !w.held.is_empty() => {
+                w.on_drain_deadline()
             }
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let (key, end) = match joined {
-                    Ok(v) => v,
-                    Err(e) => {
-                        warn!(error = %e, "shard task panicked");
-                        continue;
-                    }
-                };
-                if let Some(h) = held.remove(&key) {
-                    let stage = config.stage.name();
-                    ::metrics::gauge!(m::ROWS_IN_FLIGHT, "stage" => stage).decrement(h.lease.rows() as f64);
-                    match end {
-                        TaskEnd::Completed => {
-                            stats.shards_done.fetch_add(1, Ordering::Relaxed);
-                            stats.rows_done.fetch_add(h.lease.rows(), Ordering::Relaxed);
-                            ::metrics::counter!(m::SHARDS_COMPLETED, "stage" => stage).increment(1);
-                        }
-                        TaskEnd::Stale => {
-                            stats.stale_completions.fetch_add(1, Ordering::Relaxed);
-                            ::metrics::counter!(m::SHARD_FAILURES, "stage" => stage, "reason" => "stale").increment(1);
-                        }
-                        TaskEnd::Fatal(msg) => {
-                            warn!(error = %msg, "fatal error: no more claims; draining");
-                            fatal.get_or_insert(msg);
-                            draining = true;
-                            drain_deadline = tokio::time::Instant::now() + config.drain_grace;
-                            for other in held.values() {
-                                other.cancel.cancel();
-                            }
-                        }
-                        TaskEnd::Failed | TaskEnd::Released => {}
-                    }
-                }
-                // Capacity freed: claim now rather than at the end of an idle wait.
-                waiting = false;
-                next_claim = tokio::time::Instant::now();
-            }
-            _ = renew_tick.tick() => {
-                // All leases at once: one slow or failing Redis answer must not delay the rest.
-                let outcomes = futures::future::join_all(
-                    held.values().map(|h| queue.renew(&h.lease, config.lease)),
-                )
-                .await;
-                for (h, outcome) in held.values().zip(outcomes) {
-                    let renewed = |outcome: &'static str| {
-                        ::metrics::counter!(m::LEASE_RENEWALS, "stage" => config.stage.name(), "outcome" => outcome).increment(1)
-                    };
-                    match outcome {
-                        Ok(RenewOutcome::Renewed) => renewed("renewed"),
-                        Ok(outcome) => {
-                            renewed("lost");
-                            warn!(job = %h.lease.job, shard = h.lease.shard, ?outcome, "lease gone; abandoning shard");
-                            h.cancel.cancel();
-                        }
-                        Err(e) => {
-                            renewed("error");
-                            warn!(job = %h.lease.job, shard = h.lease.shard, error = %e, "lease renewal failed; will retry")
-                        }
-                    }
-                }
-                let state = match (&fatal, draining) {
-                    (Some(f), _) => format!("stopped: {f}"),
-                    (None, true) => "draining".into(),
-                    (None, false) => "running".into(),
-                };
-                let shards = held.values().map(|h| format!("{}/{}", h.lease.job, h.lease.shard)).collect();
-                if let Err(e) = beat.publish(&queue, state, shards, &mut rate).await {
-                    debug!(error = %e, "heartbeat not published");
-                }
-            }
-            _ = tokio::time::sleep_until(drain_deadline), if draining && !held.is_empty() => {
-                info!(shards = held.len(), "drain deadline: releasing unfinished shards");
-                for h in held.values() {
-                    h.cancel.cancel();
-                }
-                // Tasks see the cancellation, release their leases and end.
-                drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
-            }
-            Some(woken) = woke_rx.recv(), if waiter.is_some() => {
-                waiter = None;
-                if waiting {
-                    waiting = false;
-                    next_claim = tokio::time::Instant::now();
-                } else if woken {
-                    // Claiming already (capacity freed meanwhile): pass the token on.
-                    queue.wake(config.stage, config.wake_topic(), 1).await;
-                }
-            }
-            _ = tokio::time::sleep_until(next_claim), if can_claim && !waiting => {
-                match claim_round(&queue, &processor, &config, &stats, &mut cache, holding, found_nothing).await {
-                    Ok((leases, idle)) => {
-                        redis_backoff.reset();
-                        let got = !leases.is_empty();
-                        if got && found_nothing && config.wake_ups {
-                            // Work appeared while this worker waited: others may be waiting
-                            // too. Two tokens: the wake-up spreads through the idle fleet in
-                            // a few round trips and stops where claims come back empty.
-                            queue.wake(config.stage, config.wake_topic(), 2).await;
-                        }
-                        found_nothing = !got;
-                        for (lease, spec, judge) in leases {
-                            // Keyed by the lease token: the same shard can be held again (released
-                            // by one task, re-claimed) before the first task has been joined.
-                            let key = lease.token.clone();
-                            let cancel = CancellationToken::new();
-                            let rows_finished = Arc::new(AtomicU64::new(0));
-                            held.insert(key.clone(), Held { lease: lease.clone(), cancel: cancel.clone(), rows_finished: rows_finished.clone() });
-                            let ctx = ShardContext {
-                                lease,
-                                spec,
-                                judge,
-                                queue: queue.clone(),
-                                cancel,
-                                stats: stats.clone(),
-                                start_mark: Arc::new(tokio::sync::OnceCell::new()),
-                                rows_finished,
-                                progress: progress.clone(),
-                            };
-                            let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
-                            tasks.spawn(run_shard(processor.clone(), ctx, config.clone(), key).instrument(span));
-                        }
-                        if idle && held.is_empty() && config.exit_when_done {
-                            info!("no work left; exiting");
-                            break;
-                        }
-                        if got {
-                            misses = 0;
-                            next_claim = tokio::time::Instant::now();
-                        } else {
-                            misses = misses.saturating_add(1);
-                            let pause = config.idle_pause(misses);
-                            next_claim = tokio::time::Instant::now() + pause;
-                            if config.wake_ups {
-                                waiting = true;
-                                // One wait at a time; one still running from an earlier idle
-                                // spell ends within its own (shorter or equal) pause.
-                                if waiter.is_none() {
-                                    let (q, tx, stage) = (wait_queue.clone(), woke_tx.clone(), config.stage);
-                                    let topic = config.wake_topic().map(str::to_owned);
-                                    let wait = tokio::spawn(async move {
-                                        let woken = match q.wait_for_work(stage, topic.as_deref(), pause).await {
-                                            Ok(w) => w,
-                                            Err(e) => {
-                                                // Claim at the usual pause; the claim reports
-                                                // Redis errors.
-                                                debug!(error = %e, "idle wait failed");
-                                                tokio::time::sleep(pause).await;
-                                                false
-                                            }
-                                        };
-                                        let _ = tx.send(woken);
-                                    });
-                                    waiter = Some(wait.abort_handle());
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let wait = redis_backoff.next_backoff().unwrap_or(Duration::from_secs(5));
-                        warn!(error = %e, retry_in = ?wait, "cannot claim; Redis unreachable?");
-                        next_claim = tokio::time::Instant::now() + wait;
-                    }
+            Some(woken) = woke_rx.recv(), if w.waiter.is_some() => w.on_wake(woken).await,
+            _ = tokio::time::sleep_until(w.next_claim), if can_claim && !w.waiting => {
+                if w.claim(holding).await == Flow::Exit {
+                    break;
                 }
             }
         }
-        if draining && held.is_empty() {
+        if w.draining && w.held.is_empty() {
             break;
         }
     }
-    if let Some(w) = waiter.take() {
-        w.abort();
-    }
-    match &fatal {
-        // Leave the stopped worker in the registry so `conftag status` shows why.
-        Some(msg) => {
-            let state = format!("stopped: {msg}");
-            let _ = beat.publish(&queue, state, Vec::new(), &mut rate).await;
+    w.finish().await
+}
+
+/// Whether the loop goes on after a claim round.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// `exit_when_done` and nothing is left.
+    Exit,
+}
+
+/// The state of one worker's loop; each branch of the loop's `select!` is one method.
+struct WorkerLoop<P> {
+    queue: Queue,
+    /// Workers in one process may share a `Queue`; each waits on a connection of its own.
+    wait_queue: Queue,
+    processor: Arc<P>,
+    config: WorkerConfig,
+    stats: Arc<WorkerStats>,
+    started_ms: u64,
+    tasks: JoinSet<(String, TaskEnd)>,
+    /// Shards held, keyed by lease token (the same shard can be held again, released by one
+    /// task and re-claimed, before the first task has been joined).
+    held: HashMap<String, Held>,
+    cache: JobCache,
+    /// The last claim round found nothing (the next one re-reads the job list).
+    found_nothing: bool,
+    draining: bool,
+    drain_deadline: tokio::time::Instant,
+    /// Why the worker stops claiming for good (credentials, quota).
+    fatal: Option<String>,
+    redis_backoff: backoff::ExponentialBackoff,
+    next_claim: tokio::time::Instant,
+    /// Claim rounds in a row that found nothing (sets the idle pause).
+    misses: u32,
+    /// The idle wait on the wake-up list runs in a task of its own and says on this channel
+    /// how it ended (true: woken by a token). It is never cut short: a dropped `BLPOP` would
+    /// stay pending on its connection, delay the next wait and swallow a token.
+    woke_tx: tokio::sync::mpsc::UnboundedSender<bool>,
+    waiter: Option<tokio::task::AbortHandle>,
+    /// The loop waits for the idle wait before the next claim round; cleared when capacity
+    /// frees or the wait ends.
+    waiting: bool,
+    rate: TokenRate,
+    /// Notified by shard tasks as rows finish.
+    progress: Arc<tokio::sync::Notify>,
+}
+
+impl<P: ShardProcessor> WorkerLoop<P> {
+    fn beat(&self) -> Beat<'_> {
+        Beat {
+            config: &self.config,
+            started_ms: self.started_ms,
+            stats: &self.stats,
         }
-        None => {
-            let _ = status::forget_worker(&queue, &config.id).await;
+    }
+
+    /// Shutdown asked: no more claims, finish or release what is held within the grace.
+    fn begin_drain(&mut self) {
+        info!(shards = self.held.len(), grace = ?self.config.drain_grace, "shutdown: draining");
+        self.draining = true;
+        self.drain_deadline = tokio::time::Instant::now() + self.config.drain_grace;
+    }
+
+    /// A shard task ended: count it; a fatal end stops claims and cancels the others.
+    fn on_task_end(&mut self, joined: Result<(String, TaskEnd), tokio::task::JoinError>) {
+        let (key, end) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "shard task panicked");
+                return;
+            }
+        };
+        if let Some(h) = self.held.remove(&key) {
+            let stage = self.config.stage.name();
+            ::metrics::gauge!(m::ROWS_IN_FLIGHT, "stage" => stage).decrement(h.lease.rows() as f64);
+            match end {
+                TaskEnd::Completed => {
+                    self.stats.shards_done.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .rows_done
+                        .fetch_add(h.lease.rows(), Ordering::Relaxed);
+                    ::metrics::counter!(m::SHARDS_COMPLETED, "stage" => stage).increment(1);
+                }
+                TaskEnd::Stale => {
+                    self.stats.stale_completions.fetch_add(1, Ordering::Relaxed);
+                    ::metrics::counter!(m::SHARD_FAILURES, "stage" => stage, "reason" => "stale")
+                        .increment(1);
+                }
+                TaskEnd::Fatal(msg) => {
+                    warn!(error = %msg, "fatal error: no more claims; draining");
+                    self.fatal.get_or_insert(msg);
+                    self.draining = true;
+                    self.drain_deadline = tokio::time::Instant::now() + self.config.drain_grace;
+                    for other in self.held.values() {
+                        other.cancel.cancel();
+                    }
+                }
+                TaskEnd::Failed | TaskEnd::Released => {}
+            }
+        }
+        // Capacity freed: claim now rather than at the end of an idle wait.
+        self.waiting = false;
+        self.next_claim = tokio::time::Instant::now();
+    }
+
+    /// Renew every held lease (all at once: one slow or failing answer must not delay the
+    /// rest; a lost lease cancels its shard), then publish the heartbeat.
+    async fn renew_and_beat(&mut self) {
+        let outcomes = futures::future::join_all(
+            self.held
+                .values()
+                .map(|h| self.queue.renew(&h.lease, self.config.lease)),
+        )
+        .await;
+        for (h, outcome) in self.held.values().zip(outcomes) {
+            let renewed = |outcome: &'static str| {
+                ::metrics::counter!(m::LEASE_RENEWALS, "stage" => self.config.stage.name(), "outcome" => outcome)
+                    .increment(1)
+            };
+            match outcome {
+                Ok(RenewOutcome::Renewed) => renewed("renewed"),
+                Ok(outcome) => {
+                    renewed("lost");
+                    warn!(job = %h.lease.job, shard = h.lease.shard, ?outcome, "lease gone; abandoning shard");
+                    h.cancel.cancel();
+                }
+                Err(e) => {
+                    renewed("error");
+                    warn!(job = %h.lease.job, shard = h.lease.shard, error = %e, "lease renewal failed; will retry")
+                }
+            }
+        }
+        let state = match (&self.fatal, self.draining) {
+            (Some(f), _) => format!("stopped: {f}"),
+            (None, true) => "draining".into(),
+            (None, false) => "running".into(),
+        };
+        let shards = self
+            .held
+            .values()
+            .map(|h| format!("{}/{}", h.lease.job, h.lease.shard))
+            .collect();
+        let mut rate = std::mem::take(&mut self.rate);
+        if let Err(e) = self
+            .beat()
+            .publish(&self.queue, state, shards, &mut rate)
+            .await
+        {
+            debug!(error = %e, "heartbeat not published");
+        }
+        self.rate = rate;
+    }
+
+    /// The drain grace is over: cancel what is still running (tasks release their leases).
+    fn on_drain_deadline(&mut self) {
+        info!(
+            shards = self.held.len(),
+            "drain deadline: releasing unfinished shards"
+        );
+        for h in self.held.values() {
+            h.cancel.cancel();
+        }
+        self.drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    }
+
+    /// The idle wait ended (`woken`: by a token).
+    async fn on_wake(&mut self, woken: bool) {
+        self.waiter = None;
+        if self.waiting {
+            self.waiting = false;
+            self.next_claim = tokio::time::Instant::now();
+        } else if woken {
+            // Claiming already (capacity freed meanwhile): pass the token on.
+            self.queue
+                .wake(self.config.stage, self.config.wake_topic(), 1)
+                .await;
         }
     }
-    match fatal {
-        Some(msg) => Err(WorkerError::Fatal(msg)),
-        None => {
-            info!(
-                shards = stats.shards_done.load(Ordering::Relaxed),
-                rows = stats.rows_done.load(Ordering::Relaxed),
-                "worker stopped"
-            );
-            Ok(())
+
+    /// One claim round: start a task per new lease, then plan the next round (at once when
+    /// something was found, after the idle pause — or a wake-up — when not).
+    async fn claim(&mut self, holding: Holding) -> Flow {
+        let round = claim_round(
+            &self.queue,
+            &self.processor,
+            &self.config,
+            &self.stats,
+            &mut self.cache,
+            holding,
+            self.found_nothing,
+        )
+        .await;
+        let (leases, idle) = match round {
+            Ok(r) => r,
+            Err(e) => {
+                let wait = self
+                    .redis_backoff
+                    .next_backoff()
+                    .unwrap_or(Duration::from_secs(5));
+                warn!(error = %e, retry_in = ?wait, "cannot claim; Redis unreachable?");
+                self.next_claim = tokio::time::Instant::now() + wait;
+                return Flow::Continue;
+            }
+        };
+        self.redis_backoff.reset();
+        let got = !leases.is_empty();
+        if got && self.found_nothing && self.config.wake_ups {
+            // Work appeared while this worker waited: others may be waiting too. Two tokens:
+            // the wake-up spreads through the idle fleet in a few round trips and stops where
+            // claims come back empty.
+            self.queue
+                .wake(self.config.stage, self.config.wake_topic(), 2)
+                .await;
+        }
+        self.found_nothing = !got;
+        for (lease, spec, judge) in leases {
+            self.start_shard(lease, spec, judge);
+        }
+        if idle && self.held.is_empty() && self.config.exit_when_done {
+            info!("no work left; exiting");
+            return Flow::Exit;
+        }
+        if got {
+            self.misses = 0;
+            self.next_claim = tokio::time::Instant::now();
+        } else {
+            self.misses = self.misses.saturating_add(1);
+            let pause = self.config.idle_pause(self.misses);
+            self.next_claim = tokio::time::Instant::now() + pause;
+            if self.config.wake_ups {
+                self.wait_for_work(pause);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Run a leased shard in a task of its own.
+    fn start_shard(&mut self, lease: ShardLease, spec: JobSpec, judge: JudgeSettings) {
+        let key = lease.token.clone();
+        let cancel = CancellationToken::new();
+        let rows_finished = Arc::new(AtomicU64::new(0));
+        self.held.insert(
+            key.clone(),
+            Held {
+                lease: lease.clone(),
+                cancel: cancel.clone(),
+                rows_finished: rows_finished.clone(),
+            },
+        );
+        let ctx = ShardContext {
+            lease,
+            spec,
+            judge,
+            queue: self.queue.clone(),
+            cancel,
+            stats: self.stats.clone(),
+            start_mark: Arc::new(tokio::sync::OnceCell::new()),
+            rows_finished,
+            progress: self.progress.clone(),
+        };
+        let span = tracing::info_span!("shard", job = %ctx.lease.job, shard = ctx.lease.shard, attempt = ctx.lease.attempts + 1);
+        self.tasks.spawn(
+            run_shard(self.processor.clone(), ctx, self.config.clone(), key).instrument(span),
+        );
+    }
+
+    /// Wait on the wake-up list for up to `pause` before the next claim round. One wait at a
+    /// time; one still running from an earlier idle spell ends within its own (shorter or
+    /// equal) pause.
+    fn wait_for_work(&mut self, pause: Duration) {
+        self.waiting = true;
+        if self.waiter.is_some() {
+            return;
+        }
+        let (q, tx, stage) = (
+            self.wait_queue.clone(),
+            self.woke_tx.clone(),
+            self.config.stage,
+        );
+        let topic = self.config.wake_topic().map(str::to_owned);
+        let wait = tokio::spawn(async move {
+            let woken = match q.wait_for_work(stage, topic.as_deref(), pause).await {
+                Ok(w) => w,
+                Err(e) => {
+                    // Claim at the usual pause; the claim reports Redis errors.
+                    debug!(error = %e, "idle wait failed");
+                    tokio::time::sleep(pause).await;
+                    false
+                }
+            };
+            let _ = tx.send(woken);
+        });
+        self.waiter = Some(wait.abort_handle());
+    }
+
+    /// The loop ended: leave a stopped worker in the registry (so `conftag status` shows
+    /// why), or remove a cleanly stopped one.
+    async fn finish(mut self) -> Result<(), WorkerError> {
+        if let Some(w) = self.waiter.take() {
+            w.abort();
+        }
+        match self.fatal.take() {
+            Some(msg) => {
+                let state = format!("stopped: {msg}");
+                let mut rate = std::mem::take(&mut self.rate);
+                let _ = self
+                    .beat()
+                    .publish(&self.queue, state, Vec::new(), &mut rate)
+                    .await;
+                Err(WorkerError::Fatal(msg))
+            }
+            None => {
+                let _ = status::forget_worker(&self.queue, &self.config.id).await;
+                info!(
+                    shards = self.stats.shards_done.load(Ordering::Relaxed),
+                    rows = self.stats.rows_done.load(Ordering::Relaxed),
+                    "worker stopped"
+                );
+                Ok(())
+            }
         }
     }
 }
