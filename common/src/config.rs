@@ -121,6 +121,34 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
+/// How an idle worker looks for work (`conftag-infer` and `conftag-judge`); see
+/// `docs/scale.md` for what to set for a large fleet.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IdleArgs {
+    /// First pause after a claim round found nothing, in ms; it doubles (with jitter) while
+    /// rounds keep finding nothing, up to --idle-poll-max-ms. With wake-ups on, the pause is
+    /// the timeout of a blocking wait that a submit, completion or requeue cuts short.
+    #[arg(long, env = "CONFTAG_IDLE_POLL_MS", default_value_t = 500)]
+    pub idle_poll_ms: u64,
+    /// The longest idle pause, in ms: the fallback poll of an idle worker (it also reaps
+    /// lapsed leases when no other worker claims). At most 10 × --idle-poll-ms.
+    #[arg(long, env = "CONFTAG_IDLE_POLL_MAX_MS", default_value_t = 5000)]
+    pub idle_poll_max_ms: u64,
+    /// Sleep through idle pauses instead of waiting on the wake-up list (Redis setups that
+    /// forbid blocking commands).
+    #[arg(long, env = "CONFTAG_NO_WAKE_UPS")]
+    pub no_wake_ups: bool,
+}
+
+impl IdleArgs {
+    /// Set the idle behaviour of `config`.
+    pub fn apply(&self, config: &mut crate::worker::WorkerConfig) {
+        config.idle_poll = std::time::Duration::from_millis(self.idle_poll_ms.max(10));
+        config.idle_poll_max = std::time::Duration::from_millis(self.idle_poll_max_ms.max(10));
+        config.wake_ups = !self.no_wake_ups;
+    }
+}
+
 /// Print an error with its whole source chain, one cause per line.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -139,6 +167,33 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_flags_set_the_worker_config() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            idle: IdleArgs,
+        }
+        let mut c = crate::worker::WorkerConfig::new(crate::Stage::Judge);
+        T::parse_from(["t"]).idle.apply(&mut c);
+        assert_eq!(c.idle_poll, std::time::Duration::from_millis(500));
+        assert_eq!(c.idle_poll_max, std::time::Duration::from_secs(5));
+        assert!(c.wake_ups);
+        let t = T::parse_from([
+            "t",
+            "--idle-poll-ms",
+            "100",
+            "--idle-poll-max-ms",
+            "800",
+            "--no-wake-ups",
+        ]);
+        t.idle.apply(&mut c);
+        assert_eq!(c.idle_poll, std::time::Duration::from_millis(100));
+        assert_eq!(c.idle_poll_max, std::time::Duration::from_millis(800));
+        assert!(!c.wake_ups);
+    }
 
     #[test]
     fn secrets_do_not_print() {

@@ -226,6 +226,8 @@ pub struct InferArgs {
     /// Exit when no job has rows left to infer for this model.
     #[arg(long)]
     pub exit_when_done: bool,
+    #[command(flatten)]
+    pub idle: common::config::IdleArgs,
     /// GPU model for the throughput ceiling `conftag status` shows [default: what nvidia-smi
     /// says for the CUDA device]. Known: H100 (SXM, PCIe, NVL), H200, GH200, B200, A100, L40S,
     /// L40, L4, A10G, A10, RTX 4090.
@@ -300,6 +302,7 @@ impl InferArgs {
         c.lease = Duration::from_secs(self.lease_secs.max(3));
         c.drain_grace = Duration::from_secs(self.drain_secs);
         c.exit_when_done = self.exit_when_done;
+        self.idle.apply(&mut c);
         c
     }
 }

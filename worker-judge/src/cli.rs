@@ -145,6 +145,8 @@ pub struct JudgeArgs {
     /// Exit when no job has rows left to judge (for one-shot runs and demos).
     #[arg(long)]
     pub exit_when_done: bool,
+    #[command(flatten)]
+    pub idle: common::config::IdleArgs,
     /// Worker id [default: HOST-judge-PID-RANDOM].
     #[arg(long, env = "CONFTAG_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -183,6 +185,7 @@ impl JudgeArgs {
         c.lease = Duration::from_secs(self.lease_secs.max(3));
         c.drain_grace = Duration::from_secs(self.drain_secs);
         c.exit_when_done = self.exit_when_done;
+        self.idle.apply(&mut c);
         c
     }
 
