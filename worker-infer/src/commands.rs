@@ -2,7 +2,7 @@
 //! tools beside it (self-check, bench, tiny-model, convert-gguf). `main.rs` only parses and
 //! calls [`Cli::run_blocking`], like the other roles' `Cli::run`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::queue::Queue;
@@ -103,7 +103,7 @@ fn tiny_model(
 
 fn convert_gguf(
     input: &Path,
-    output: &PathBuf,
+    output: &Path,
     to: crate::gguf_convert::GgufTarget,
 ) -> anyhow::Result<()> {
     let to = &to;
