@@ -12,11 +12,10 @@
 //! a cap on that. Batch mode (`--mode batch`) pays per batch, one per shard: there the budget
 //! is checked when a shard starts, so batches already submitted can pass it.
 
+use common::failure::Failure;
 use common::job::{JobId, JudgeSettings};
 use common::keys::JobKeys;
 use common::queue::Queue;
-
-use crate::openai::CallError;
 
 /// Job-hash field holding what the judge has paid for this job, in micro-USD.
 pub const PAID_FIELD: &str = "judge_paid_micro_usd";
@@ -40,11 +39,8 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn redis_error(e: redis::RedisError) -> CallError {
-    CallError::Transient {
-        message: format!("cannot read the judge spend from Redis: {e}"),
-        retry_after: None,
-    }
+fn redis_error(e: redis::RedisError) -> Failure {
+    Failure::transient("cannot read the judge spend from Redis").with_source(e)
 }
 
 /// Adds a batch's price once per batch id, both writes in one script (a crash between two
@@ -72,7 +68,7 @@ impl Ledger {
     /// job's current one (an operator may have raised it while this shard ran), and the spend
     /// is the larger of what was paid and what the stored verdicts cost (a job from before
     /// the live counter has only the latter).
-    pub async fn check(&self) -> Result<(), CallError> {
+    pub async fn check(&self) -> Result<(), Failure> {
         if !self.budgeted {
             return Ok(());
         }
@@ -93,7 +89,7 @@ impl Ledger {
         };
         let spent = paid.unwrap_or(0).max(cost.unwrap_or(0));
         if spent >= budget {
-            return Err(CallError::Paused(format!(
+            return Err(Failure::paused(format!(
                 "judge budget of ${:.4} reached (paid ${:.4})",
                 budget as f64 / 1e6,
                 spent as f64 / 1e6
