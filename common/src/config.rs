@@ -149,19 +149,12 @@ impl IdleArgs {
     }
 }
 
-/// Print an error with its whole source chain, one cause per line.
+/// Print an error with its whole source chain, one cause per line. A cause whose text is
+/// already shown is skipped: conftag's own failures ([`crate::failure::Failure`]) keep their
+/// causes out of their message, but errors of other layers print their source in their own
+/// message too (`redis command failed: {0}`, `cannot read the model: {0}`).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str("\n  caused by: ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
+    crate::failure::chain(e, "\n  caused by: ")
 }
 
 #[cfg(test)]

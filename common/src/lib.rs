@@ -5,11 +5,12 @@ pub mod dataset;
 pub mod dataset_spec;
 pub mod exit;
 pub mod export;
-pub mod http;
+pub mod failure;
 pub mod job;
 pub mod keys;
 pub mod latency;
 pub mod metrics;
+pub mod openai;
 pub mod prompt;
 pub mod queue;
 /// Connections to Redis (URLs, TLS, single server or Cluster): part of the queue, the only

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::failure::Failure;
 use crate::job::{JobId, JobSpec, JudgeSettings};
 use crate::metrics as m;
 use crate::queue::{
@@ -257,32 +258,9 @@ pub struct ShardOutput {
     pub counters: crate::queue::CounterDeltas,
 }
 
-/// Why processing a shard stopped. Retry intent is a type, not a string.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    /// Worth another attempt after the usual backoff.
-    #[error("{0}")]
-    Transient(String),
-    /// Worth another attempt after at least this long (e.g. a rate limit's retry-after).
-    #[error("{0} (retry after {1:?})")]
-    RetryAfter(String, Duration),
-    /// Retrying cannot help: the shard fails now.
-    #[error("{0}")]
-    Permanent(String),
-    /// This worker cannot go on (bad credentials, quota spent): the shard is released
-    /// untouched and the worker stops.
-    #[error("{0}")]
-    Fatal(String),
-    /// The work was cancelled (lease lost, job cancelled, drain deadline).
-    #[error("cancelled")]
-    Cancelled,
-    /// The job must wait (its judge budget is spent): the shard is released untouched and the
-    /// job's judging paused until an operator changes its judge settings.
-    #[error("{0}")]
-    Paused(String),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
+/// Why processing a shard stopped: the one failure type ([`Failure`]). The old name, kept for
+/// the processors that still use it (the coordinator's simulated workers, tests).
+pub type ProcessError = Failure;
 
 /// What a worker kind does with a shard.
 pub trait ShardProcessor: Send + Sync + 'static {
@@ -298,7 +276,7 @@ pub trait ShardProcessor: Send + Sync + 'static {
     fn process(
         &self,
         ctx: ShardContext,
-    ) -> impl Future<Output = Result<ShardOutput, ProcessError>> + Send;
+    ) -> impl Future<Output = Result<ShardOutput, Failure>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -939,7 +917,7 @@ async fn run_shard<P: ShardProcessor>(
     };
     let result = tokio::select! {
         r = work => r,
-        _ = cancel.cancelled() => Err(ProcessError::Cancelled),
+        _ = cancel.cancelled() => Err(Failure::cancelled()),
     };
     let stage = config.stage.name();
     let failed = |reason: &'static str| {
@@ -958,17 +936,18 @@ async fn run_shard<P: ShardProcessor>(
             }
             end
         }
-        Err(ProcessError::Cancelled) => {
+        Err(Failure::Cancelled { .. }) => {
             failed("released");
             release_quietly(&queue, &lease, &config).await;
             TaskEnd::Released
         }
-        Err(ProcessError::Fatal(msg)) => {
+        Err(e @ Failure::Fatal { .. }) => {
             failed("fatal");
             release_quietly(&queue, &lease, &config).await;
-            TaskEnd::Fatal(msg)
+            TaskEnd::Fatal(e.report())
         }
-        Err(ProcessError::Paused(msg)) => {
+        Err(e @ Failure::Paused { .. }) => {
+            let msg = e.report();
             failed("paused");
             warn!(reason = %msg, "judging of the job paused");
             if let Err(e) = queue.pause_judging(&lease.job, &msg).await {
@@ -978,17 +957,17 @@ async fn run_shard<P: ShardProcessor>(
             TaskEnd::Released
         }
         Err(e) => {
-            let permanent = matches!(e, ProcessError::Permanent(_));
-            failed(match &e {
-                ProcessError::Permanent(_) => "permanent",
-                ProcessError::RetryAfter(..) => "retry_after",
+            let permanent = matches!(e, Failure::Permanent { .. });
+            failed(match (&e, e.retry_after()) {
+                (Failure::Permanent { .. }, _) => "permanent",
+                (_, Some(_)) => "retry_after",
                 _ => "transient",
             });
             let mut delay = retry_delay(&config, lease.attempts);
-            if let ProcessError::RetryAfter(_, at_least) = &e {
-                delay = delay.max(*at_least);
+            if let Some(at_least) = e.retry_after() {
+                delay = delay.max(at_least);
             }
-            let msg = e.to_string();
+            let msg = e.report();
             match queue.fail(&lease, &msg, delay, permanent).await {
                 Ok(FailOutcome::Retrying) => {
                     warn!(error = %msg, retry_in = ?delay, "shard attempt failed; will retry")

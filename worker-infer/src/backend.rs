@@ -3,7 +3,9 @@
 
 use common::job::PromptMode;
 
-use crate::engine::{GenerateError, Generation, MistralEngine, SelfCheck};
+use common::failure::Failure;
+
+use crate::engine::{Generation, MistralEngine, SelfCheck};
 use crate::openai_engine::OpenAiEngine;
 
 #[derive(Debug)]
@@ -18,7 +20,7 @@ impl Engine {
         prompt: &str,
         mode: PromptMode,
         max_tokens: u32,
-    ) -> Result<Generation, GenerateError> {
+    ) -> Result<Generation, Failure> {
         match self {
             Engine::Mistral(e) => e.generate(prompt, mode, max_tokens).await,
             Engine::OpenAi(e) => e.generate(prompt, mode, max_tokens).await,
@@ -41,7 +43,7 @@ impl Engine {
         &self,
         prompts: &[String],
         max_tokens: u32,
-    ) -> Result<SelfCheck, GenerateError> {
+    ) -> Result<SelfCheck, Failure> {
         let e = match self {
             Engine::Mistral(e) => return e.self_check(prompts, max_tokens).await,
             Engine::OpenAi(e) => e,
@@ -59,7 +61,7 @@ impl Engine {
         .into_iter()
         .map(|g| {
             g.map(|g| g.text)
-                .unwrap_or_else(|e| format!("<error: {e}>"))
+                .unwrap_or_else(|e| format!("<error: {}>", e.report()))
         })
         .collect();
         Ok(SelfCheck::compare(serial, concurrent))

@@ -18,7 +18,6 @@ use common::worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Engine;
-use crate::engine::GenerateError;
 
 #[derive(Debug, Clone)]
 pub struct BenchRow {
@@ -119,7 +118,7 @@ pub async fn run_rows(
     engine: Arc<Engine>,
     in_flight: usize,
     work: Vec<(String, u32)>,
-) -> Result<BenchRow, GenerateError> {
+) -> Result<BenchRow, common::failure::Failure> {
     if let Engine::Mistral(m) = engine.as_ref() {
         m.set_concurrency(in_flight).await;
     }
@@ -135,7 +134,7 @@ pub async fn run_rows(
             let _slot = slots.acquire_owned().await.expect("semaphore open");
             let t = Instant::now();
             let g = e.generate(&p, PromptMode::Raw, new_tokens).await?;
-            Ok::<_, GenerateError>((g, t.elapsed().as_secs_f64()))
+            Ok::<_, common::failure::Failure>((g, t.elapsed().as_secs_f64()))
         }
     });
     let results = futures::future::join_all(tasks).await;

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::failure::Failure;
 use common::job::PromptMode;
 use mistralrs::{
     GgufModelBuilder, Model, ModelDType, NormalRequest, Request, RequestBuilder, RequestMessage,
@@ -99,19 +100,6 @@ pub struct Generation {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub finish_reason: String,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum GenerateError {
-    /// This row cannot run (prompt too long, empty, rejected): recorded on the row.
-    #[error("{0}")]
-    Row(String),
-    /// The engine failed: the shard is retried.
-    #[error("engine error: {0}")]
-    Engine(String),
-    /// Every row would fail the same way (bad credentials, unknown model): the worker stops.
-    #[error("{0}")]
-    Fatal(String),
 }
 
 pub struct MistralEngine {
@@ -311,12 +299,12 @@ impl MistralEngine {
     }
 
     /// Number of prompt tokens as the engine will see them (raw mode).
-    pub async fn count_tokens(&self, prompt: &str) -> Result<usize, GenerateError> {
+    pub async fn count_tokens(&self, prompt: &str) -> Result<usize, Failure> {
         Ok(self.tokenize(prompt).await?.len())
     }
 
     /// The prompt's token ids as the engine sees them (raw mode).
-    async fn tokenize(&self, prompt: &str) -> Result<Vec<u32>, GenerateError> {
+    async fn tokenize(&self, prompt: &str) -> Result<Vec<u32>, Failure> {
         self.model
             .tokenize(
                 either::Either::Right(prompt.to_owned()),
@@ -326,7 +314,7 @@ impl MistralEngine {
                 None,
             )
             .await
-            .map_err(|e| GenerateError::Engine(format!("tokenize: {e}")))
+            .map_err(|e| Failure::transient("engine error: tokenize").with_source(e))
     }
 
     /// Generate greedily for one row.
@@ -335,13 +323,13 @@ impl MistralEngine {
         prompt: &str,
         mode: PromptMode,
         max_tokens: u32,
-    ) -> Result<Generation, GenerateError> {
+    ) -> Result<Generation, Failure> {
         let mut max_new = max_tokens as usize;
         if mode == PromptMode::Raw {
             if let Some(ctx) = self.max_ctx {
                 let n = self.count_tokens(prompt).await?;
                 if n >= ctx {
-                    return Err(GenerateError::Row(format!(
+                    return Err(Failure::row(format!(
                         "prompt has {n} tokens, the model's context is {ctx}"
                     )));
                 }
@@ -361,7 +349,7 @@ impl MistralEngine {
         &self,
         prompt: &str,
         sampling: SamplingParams,
-    ) -> Result<Generation, GenerateError> {
+    ) -> Result<Generation, Failure> {
         Ok(self.raw_completion_logits(prompt, sampling, 0).await?.0)
     }
 
@@ -375,7 +363,7 @@ impl MistralEngine {
         prompt: &str,
         sampling: SamplingParams,
         top_logits: usize,
-    ) -> Result<(Generation, Vec<TokenLogits>), GenerateError> {
+    ) -> Result<(Generation, Vec<TokenLogits>), Failure> {
         let message = RequestMessage::Completion {
             text: prompt.to_owned(),
             echo_prompt: false,
@@ -392,7 +380,7 @@ impl MistralEngine {
         prompt: &str,
         continuation: &[u32],
         top: usize,
-    ) -> Result<TokenLogits, GenerateError> {
+    ) -> Result<TokenLogits, Failure> {
         let mut ids = self.tokenize(prompt).await?;
         ids.extend_from_slice(continuation);
         let (_, steps) = self
@@ -401,7 +389,7 @@ impl MistralEngine {
         steps
             .into_iter()
             .next()
-            .ok_or_else(|| GenerateError::Engine("no token generated".into()))
+            .ok_or_else(|| Failure::transient("engine error: no token generated"))
     }
 
     async fn completion_logits(
@@ -409,7 +397,7 @@ impl MistralEngine {
         message: RequestMessage,
         mut sampling: SamplingParams,
         top_logits: usize,
-    ) -> Result<(Generation, Vec<TokenLogits>), GenerateError> {
+    ) -> Result<(Generation, Vec<TokenLogits>), Failure> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Response>(1);
         sampling.top_n_logprobs = top_logits;
         let mut request = NormalRequest::new_simple(message, sampling, tx, 0, None, None);
@@ -419,17 +407,16 @@ impl MistralEngine {
             .model
             .inner()
             .get_sender(None)
-            .map_err(|e| GenerateError::Engine(e.to_string()))?;
+            .map_err(|e| Failure::transient("engine error").with_source(e))?;
         sender
             .send(req)
             .await
-            .map_err(|e| GenerateError::Engine(format!("engine stopped: {e}")))?;
+            .map_err(|e| Failure::transient(format!("engine error: engine stopped: {e}")))?;
         match rx.recv().await {
             Some(Response::CompletionDone(r)) => {
-                let c = r
-                    .choices
-                    .first()
-                    .ok_or_else(|| GenerateError::Engine("completion without choices".into()))?;
+                let c = r.choices.first().ok_or_else(|| {
+                    Failure::transient("engine error: completion without choices")
+                })?;
                 let steps = c
                     .logprobs
                     .as_ref()
@@ -459,12 +446,18 @@ impl MistralEngine {
                 };
                 Ok((generation, steps))
             }
-            Some(Response::ValidationError(e)) => Err(GenerateError::Row(e.to_string())),
-            Some(Response::CompletionModelError(msg, _)) => Err(GenerateError::Engine(msg)),
-            Some(Response::InternalError(e)) => Err(GenerateError::Engine(e.to_string())),
-            Some(_) => Err(GenerateError::Engine("unexpected engine response".into())),
-            None => Err(GenerateError::Engine(
-                "engine closed the response channel".into(),
+            Some(Response::ValidationError(e)) => Err(Failure::row(e.to_string())),
+            Some(Response::CompletionModelError(msg, _)) => {
+                Err(Failure::transient(format!("engine error: {msg}")))
+            }
+            Some(Response::InternalError(e)) => {
+                Err(Failure::transient("engine error").with_source(e))
+            }
+            Some(_) => Err(Failure::transient(
+                "engine error: unexpected engine response",
+            )),
+            None => Err(Failure::transient(
+                "engine error: engine closed the response channel",
             )),
         }
     }
@@ -473,14 +466,14 @@ impl MistralEngine {
         &self,
         prompt: &str,
         sampling: SamplingParams,
-    ) -> Result<Generation, GenerateError> {
+    ) -> Result<Generation, Failure> {
         let req =
             RequestBuilder::from(TextMessages::new().add_message(TextMessageRole::User, prompt))
                 .set_sampling(sampling);
         match self.model.send_chat_request(req).await {
             Ok(r) => {
                 let c = r.choices.first().ok_or_else(|| {
-                    GenerateError::Engine("chat completion without choices".into())
+                    Failure::transient("engine error: chat completion without choices")
                 })?;
                 Ok(Generation {
                     text: c
@@ -498,9 +491,9 @@ impl MistralEngine {
             Err(e) => {
                 let msg = e.to_string();
                 if msg.contains("chat template") || msg.to_lowercase().contains("validation") {
-                    Err(GenerateError::Row(msg))
+                    Err(Failure::row(msg))
                 } else {
-                    Err(GenerateError::Engine(msg))
+                    Err(Failure::transient("engine error").with_source(e))
                 }
             }
         }
@@ -512,7 +505,7 @@ impl MistralEngine {
         &self,
         prompts: &[String],
         max_tokens: u32,
-    ) -> Result<SelfCheck, GenerateError> {
+    ) -> Result<SelfCheck, Failure> {
         let sampling = || greedy(max_tokens as usize);
         let mut serial = Vec::new();
         for p in prompts {
@@ -525,7 +518,7 @@ impl MistralEngine {
             .into_iter()
             .map(|g| {
                 g.map(|g| g.text)
-                    .unwrap_or_else(|e| format!("<error: {e}>"))
+                    .unwrap_or_else(|e| format!("<error: {}>", e.report()))
             })
             .collect();
         Ok(SelfCheck::compare(serial, concurrent))
@@ -538,7 +531,7 @@ impl MistralEngine {
         prompts: &[String],
         max_tokens: u32,
         top: usize,
-    ) -> Result<(Vec<Vec<TokenLogits>>, Vec<Vec<TokenLogits>>), GenerateError> {
+    ) -> Result<(Vec<Vec<TokenLogits>>, Vec<Vec<TokenLogits>>), Failure> {
         let sampling = || greedy(max_tokens as usize);
         let mut serial = Vec::new();
         for p in prompts {
@@ -620,10 +613,7 @@ pub fn self_check_prompts(n: usize) -> Vec<String> {
 }
 
 /// Run the self-check and set the engine's concurrency from its result.
-pub async fn apply_self_check(
-    engine: &MistralEngine,
-    wanted: usize,
-) -> Result<SelfCheck, GenerateError> {
+pub async fn apply_self_check(engine: &MistralEngine, wanted: usize) -> Result<SelfCheck, Failure> {
     // At least 32 prompts: mistral.rs 0.8.1's CPU path answered 16 concurrent prompts right
     // and 32 wrong (21/32) on the same tiny model.
     let report = engine

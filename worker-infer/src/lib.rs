@@ -24,12 +24,11 @@ pub use backend::Engine;
 pub use engine::{EngineOptions, MistralEngine};
 pub use processor::InferProcessor;
 
+/// Why running an inference worker (or the bench's run through the queue) stopped. Loading
+/// the engine fails earlier, with [`engine::EngineError`]; failures of rows and shards are
+/// [`common::failure::Failure`]s that the worker runtime settles.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
-    #[error(transparent)]
-    Engine(#[from] engine::EngineError),
-    #[error("self-check could not run: {0}")]
-    SelfCheck(#[from] engine::GenerateError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]

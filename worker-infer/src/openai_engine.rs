@@ -4,21 +4,26 @@
 //! `/v1/completions` by default, `/v1/chat/completions` with `--chat-template`, temperature 0,
 //! the job's max tokens, token counts from `usage`).
 //!
-//! Errors are sorted like the embedded engine's: a 4xx about the request (prompt too long for
-//! the server's context, rejected input) is a row error; 408, 409, 429, 5xx, timeouts, dropped
+//! Every request goes through the shared OpenAI-compatible client (`common::openai`), which
+//! sorts errors like the embedded engine's: a 4xx about the request (prompt too long for the
+//! server's context, rejected input) is a row error; 408, 409, 429, 5xx, timeouts, dropped
 //! connections and bodies that are not JSON are retried with the server's `retry-after` or
-//! jittered exponential backoff, then fail the shard attempt; 401/403/404/405/501 and answers
-//! without text or usage stop the worker, since every row would fail the same way.
+//! jittered exponential backoff, then fail the shard attempt; 401/403/404/405/501, a spent
+//! quota and answers without text or usage stop the worker, since every row would fail the
+//! same way. What stays here is the engine's own part: the request bodies, reading a
+//! generation, and waiting at start for a server that is still loading its model.
 
 use std::time::Duration;
 
 use common::config::Secret;
+use common::failure::Failure;
 use common::job::PromptMode;
+use common::openai::{Client, ClientOptions, Service};
+use reqwest::Method;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use crate::engine::{EngineError, GenerateError, Generation};
+use crate::engine::{EngineError, Generation};
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
@@ -56,44 +61,32 @@ impl OpenAiEngineOptions {
     }
 }
 
-/// Why `GET /models` gave no list.
-enum NotReady {
-    /// Not up yet (refused, timed out, 502/503/504): worth waiting for.
-    Starting(String),
-    /// Up, but the answer says this will not work (401, 404, not JSON).
-    Refused(String),
-}
+/// The external engine as the shared client names it: a missing endpoint (404, 405, 501)
+/// means every row would fail the same way, so it stops the worker.
+pub const ENGINE_SERVICE: Service = Service {
+    name: "engine",
+    key_hint: "set CONFTAG_ENGINE_API_KEY",
+    missing_endpoint_is_fatal: true,
+    rate_limited_counter: None,
+};
 
 pub struct OpenAiEngine {
-    http: reqwest::Client,
-    base_url: String,
-    /// `base_url` with any credentials in it replaced by `***`, for messages and logs.
-    shown_url: String,
+    /// Every request goes through it; it also holds the `concurrency` slots (taken only while
+    /// a request is out, never while waiting to retry).
+    client: Client,
     model: String,
-    api_key: Option<Secret>,
-    slots: Semaphore,
     concurrency: usize,
-    max_retries: u32,
     backoff_base: Duration,
-    backoff_max: Duration,
 }
 
 impl std::fmt::Debug for OpenAiEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiEngine")
-            .field("url", &self.shown_url)
+            .field("url", &self.client.shown_url())
             .field("model", &self.model)
             .field("concurrency", &self.concurrency)
             .finish()
     }
-}
-
-/// What one HTTP attempt came to.
-enum Attempt {
-    Done(Generation),
-    Retry(String, Option<Duration>),
-    Row(String),
-    Fatal(String),
 }
 
 impl OpenAiEngine {
@@ -106,33 +99,30 @@ impl OpenAiEngine {
             origin: format!("--engine-url {shown_url}"),
             detail,
         };
-        let parsed = url::Url::parse(&opts.base_url).map_err(|e| bad(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(bad(
-                "expected an http(s) URL with a host, e.g. http://gpu-node:8000/v1".into(),
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(opts.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let concurrency = opts.concurrency.max(1);
+        let mut options = ClientOptions::new(opts.base_url.clone(), opts.api_key.clone());
+        options.request_timeout = opts.request_timeout;
+        options.max_retries = opts.max_retries;
+        options.backoff_base = opts.backoff_base;
+        options.backoff_max = opts.backoff_max;
+        options.max_in_flight = Some(concurrency);
+        let client = Client::new(ENGINE_SERVICE, options).map_err(|e| match e {
+            common::openai::ClientError::BadUrl { detail, .. } if detail.contains("http(s)") => {
+                bad("expected an http(s) URL with a host, e.g. http://gpu-node:8000/v1".into())
+            }
+            common::openai::ClientError::BadUrl { detail, .. } => bad(detail),
+            other => bad(common::failure::chain(&other, ": ")),
+        })?;
         let engine = Self {
-            http,
-            base_url: opts.base_url.trim_end_matches('/').to_owned(),
-            shown_url: shown_url.clone(),
+            client,
             model: opts.model.clone(),
-            api_key: opts.api_key.clone(),
-            slots: Semaphore::new(opts.concurrency.max(1)),
-            concurrency: opts.concurrency.max(1),
-            max_retries: opts.max_retries,
+            concurrency,
             backoff_base: opts.backoff_base,
-            backoff_max: opts.backoff_max,
         };
         let served = engine
             .wait_until_ready(opts.wait_ready)
             .await
-            .map_err(bad)?;
+            .map_err(|f| bad(f.report()))?;
         if !served.is_empty() && !served.iter().any(|m| m == &opts.model) {
             return Err(bad(format!(
                 "the server does not serve `{}` (it serves: {}); pass --engine-model NAME",
@@ -140,12 +130,13 @@ impl OpenAiEngine {
                 served.join(", ")
             )));
         }
-        info!(url = %engine.shown_url, model = %engine.model, concurrency = engine.concurrency, "external engine ready");
+        info!(url = %engine.client.shown_url(), model = %engine.model, concurrency = engine.concurrency, "external engine ready");
         Ok(engine)
     }
 
-    /// `GET /models` until the server answers, for at most `patience`.
-    async fn wait_until_ready(&self, patience: Duration) -> Result<Vec<String>, String> {
+    /// `GET /models` until the server answers, for at most `patience`: a transient failure is
+    /// a server still starting, any other ends the wait.
+    async fn wait_until_ready(&self, patience: Duration) -> Result<Vec<String>, Failure> {
         let start = tokio::time::Instant::now();
         let deadline = start + patience;
         let mut delay = self.backoff_base.max(Duration::from_millis(100));
@@ -156,34 +147,32 @@ impl OpenAiEngine {
             let probe = left.clamp(Duration::from_secs(1), Duration::from_secs(30));
             match self.served_models(probe).await {
                 Ok(served) => return Ok(served),
-                Err(NotReady::Refused(m)) => return Err(m),
-                Err(NotReady::Starting(m)) => {
+                Err(f @ Failure::Transient { .. }) => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     if left.is_zero() {
-                        return Err(format!(
-                            "{m} (waited {:.1} s for the server)",
+                        return Err(Failure::fatal(format!(
+                            "waited {:.1} s for the server",
                             start.elapsed().as_secs_f64()
-                        ));
+                        ))
+                        .with_source(f));
                     }
-                    info!(url = %self.shown_url, reason = %m, "waiting for the engine server to come up");
+                    info!(url = %self.client.shown_url(), reason = %f.report(), "waiting for the engine server to come up");
                     tokio::time::sleep(delay.min(left)).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
+                Err(f) => return Err(f),
             }
         }
     }
 
-    async fn served_models(&self, timeout: Duration) -> Result<Vec<String>, NotReady> {
-        let mut req = self
-            .http
-            .get(format!("{}/models", self.base_url))
-            .timeout(timeout);
-        if let Some(key) = &self.api_key {
-            req = req.bearer_auth(key.expose());
-        }
+    /// The models the server lists: transient while it is not up yet (refused, timed out,
+    /// 502/503/504), fatal when its answer says this will not work (401, 404, not JSON, a host
+    /// name that does not resolve, TLS that fails).
+    async fn served_models(&self, timeout: Duration) -> Result<Vec<String>, Failure> {
+        let req = self.client.request(Method::GET, "models").timeout(timeout);
         let resp = req.send().await.map_err(|e| {
             // A name that does not resolve or a TLS handshake that fails will not fix itself.
-            let chain = common::config::error_chain(&e).to_ascii_lowercase();
+            let chain = common::failure::chain(&e, ": ").to_ascii_lowercase();
             let hopeless = [
                 "dns error",
                 "failed to lookup address",
@@ -194,31 +183,32 @@ impl OpenAiEngine {
             ]
             .iter()
             .any(|w| chain.contains(w));
+            let kind = common::openai::headers::transport_failure(&e);
+            // The error names the URL (credentials included): keep it without.
+            let e = e.without_url();
             if hopeless {
-                // The chain names the URL (credentials included): say what failed, not where.
-                NotReady::Refused(format!(
-                    "{} (the host name does not resolve or TLS failed)",
-                    transport(&e)
+                Failure::fatal(format!(
+                    "engine request {kind} (the host name does not resolve or TLS failed)"
                 ))
+                .with_source(e)
             } else {
-                NotReady::Starting(transport(&e))
+                Failure::transient(format!("engine request {kind}")).with_source(e)
             }
         })?;
         let status = resp.status();
         if matches!(status.as_u16(), 502..=504) {
-            return Err(NotReady::Starting(format!(
+            return Err(Failure::transient(format!(
                 "GET /models answered HTTP {status}"
             )));
         }
         if !status.is_success() {
-            return Err(NotReady::Refused(format!(
+            return Err(Failure::fatal(format!(
                 "GET /models answered HTTP {status}"
             )));
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|_| NotReady::Refused("GET /models did not answer JSON".to_owned()))?;
+        let body: Value = resp.json().await.map_err(|e| {
+            Failure::fatal("GET /models did not answer JSON").with_source(e.without_url())
+        })?;
         Ok(body["data"]
             .as_array()
             .map(|a| {
@@ -237,13 +227,14 @@ impl OpenAiEngine {
         &self.model
     }
 
-    /// Generate greedily for one row, retrying what the server says is passing.
+    /// Generate greedily for one row, retrying what the server says is passing. A row failure
+    /// is the row's error (a prompt past the server's context, rejected input).
     pub async fn generate(
         &self,
         prompt: &str,
         mode: PromptMode,
         max_tokens: u32,
-    ) -> Result<Generation, GenerateError> {
+    ) -> Result<Generation, Failure> {
         let (path, body) = match mode {
             PromptMode::Raw => (
                 "completions",
@@ -268,110 +259,15 @@ impl OpenAiEngine {
                 }),
             ),
         };
-        let url = format!("{}/{path}", self.base_url);
-        // The same policy as the judge's client: jittered exponential waits, or what the
-        // server's `retry-after` asks for.
-        let mut backoff = backoff::ExponentialBackoffBuilder::new()
-            .with_initial_interval(self.backoff_base)
-            .with_max_interval(self.backoff_max)
-            .with_randomization_factor(0.5)
-            .with_max_elapsed_time(None)
-            .build();
-        let mut failures = 0u32;
-        loop {
-            // A slot is held only while a request is out, never while waiting to retry.
-            let attempt = {
-                let _permit = self.slots.acquire().await.expect("semaphore open");
-                let mut req = self.http.post(&url).json(&body);
-                if let Some(key) = &self.api_key {
-                    req = req.bearer_auth(key.expose());
-                }
-                match req.send().await {
-                    Ok(resp) => read_response(resp, mode).await,
-                    Err(e) => Attempt::Retry(transport(&e), None),
-                }
-            };
-            match attempt {
-                Attempt::Done(g) => return Ok(g),
-                Attempt::Row(m) => return Err(GenerateError::Row(m)),
-                Attempt::Fatal(m) => return Err(GenerateError::Fatal(m)),
-                Attempt::Retry(m, wait) => {
-                    failures += 1;
-                    if failures > self.max_retries {
-                        return Err(GenerateError::Engine(format!("{m} ({failures} attempts)")));
-                    }
-                    let wait = wait
-                        .or_else(|| backoff::backoff::Backoff::next_backoff(&mut backoff))
-                        .unwrap_or(self.backoff_max);
-                    debug!(error = %m, retry_in = ?wait, "engine request will be retried");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-}
-
-/// reqwest errors print the URL; say what happened without it.
-fn transport(e: &reqwest::Error) -> String {
-    let kind = common::http::transport_failure(
-        e.is_timeout(),
-        e.is_connect(),
-        e.is_body() || e.is_decode(),
-    );
-    format!("engine request {kind}")
-}
-
-async fn read_response(resp: reqwest::Response, mode: PromptMode) -> Attempt {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let retry_after = common::http::retry_after(get("retry-after-ms"), get("retry-after"));
-    let text = match resp.text().await {
-        Ok(t) => t,
-        Err(e) => return Attempt::Retry(transport(&e), None),
-    };
-    let message = || {
-        serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v["error"]["message"]
-                    .as_str()
-                    .or(v["message"].as_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| text.chars().take(200).collect())
-    };
-    match status.as_u16() {
-        // A body that is not JSON (a proxy's error page, a cut-off answer) may be passing;
         // JSON without text or usage is how this server answers, and every row would fail.
-        200..=299 => match parse_generation(&text, mode) {
-            Ok(g) => Attempt::Done(g),
-            Err(m) if serde_json::from_str::<Value>(&text).is_err() => Attempt::Retry(m, None),
-            Err(m) => Attempt::Fatal(format!(
-                "{m}: the server at --engine-url does not answer like an OpenAI completions API"
-            )),
-        },
-        405 | 501 => Attempt::Fatal(format!(
-            "engine answered HTTP {status}: {} (does it serve /v1/completions?)",
-            message()
-        )),
-        401 | 403 => Attempt::Fatal(format!(
-            "engine refused the credentials (HTTP {status}): {}; set CONFTAG_ENGINE_API_KEY",
-            message()
-        )),
-        404 => Attempt::Fatal(format!("engine answered HTTP 404: {}", message())),
-        429 => {
-            warn!(retry_after = ?retry_after, "engine rate limited (429)");
-            Attempt::Retry("engine rate limited (HTTP 429)".into(), retry_after)
-        }
-        408 | 409 | 500..=599 => Attempt::Retry(
-            format!("engine answered HTTP {status}: {}", message()),
-            retry_after,
-        ),
-        _ => Attempt::Row(format!(
-            "engine rejected the row (HTTP {status}): {}",
-            message()
-        )),
+        let parse = |v: &Value| {
+            generation(v, mode).map_err(|m| {
+                Failure::fatal(format!(
+                    "{m}: the server at --engine-url does not answer like an OpenAI completions API"
+                ))
+            })
+        };
+        Ok(self.client.post_json(path, &body, parse).await?.value)
     }
 }
 
@@ -379,6 +275,10 @@ async fn read_response(resp: reqwest::Response, mode: PromptMode) -> Attempt {
 pub fn parse_generation(text: &str, mode: PromptMode) -> Result<Generation, String> {
     let v: Value =
         serde_json::from_str(text).map_err(|_| "engine answered a body that is not JSON")?;
+    generation(&v, mode)
+}
+
+fn generation(v: &Value, mode: PromptMode) -> Result<Generation, String> {
     let choice = v["choices"].get(0).ok_or("engine answer has no choices")?;
     let out = match mode {
         PromptMode::Raw => choice["text"].as_str(),

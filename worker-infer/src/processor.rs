@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::failure::Failure;
 use common::job::{JobSpec, JudgeSettings};
 use common::queue::{Counter, CounterDeltas};
 use common::records::PredictionRecord;
-use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
+use common::worker::{ShardContext, ShardOutput, ShardProcessor};
 use tokio::sync::Semaphore;
 
 use crate::backend::Engine;
-use crate::engine::GenerateError;
 
 #[derive(Debug)]
 pub struct InferProcessor {
@@ -48,7 +48,7 @@ impl ShardProcessor for InferProcessor {
         true
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         let lease = &ctx.lease;
         let rows = ctx
             .queue
@@ -78,14 +78,14 @@ impl ShardProcessor for InferProcessor {
                         .row_generated(g.prompt_tokens, g.completion_tokens);
                     Ok(Ok(g))
                 }
-                Err(GenerateError::Row(msg)) => Ok(Err(msg)),
-                Err(GenerateError::Engine(msg)) => Err(ProcessError::Transient(msg)),
-                Err(GenerateError::Fatal(msg)) => Err(ProcessError::Fatal(msg)),
+                // A row failure is recorded on the row; any other fails the shard attempt.
+                Err(e @ Failure::Row { .. }) => Ok(Err(e.report())),
+                Err(e) => Err(e),
             }
         }))
         .await
         .into_iter()
-        .collect::<Result<Vec<_>, ProcessError>>()?;
+        .collect::<Result<Vec<_>, Failure>>()?;
         let mut out = ShardOutput::default();
         let mut counters: CounterDeltas = BTreeMap::new();
         for (row, result) in rows.iter().zip(results) {

@@ -156,7 +156,7 @@ async fn a_prompt_longer_than_the_context_is_a_row_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, worker_infer::engine::GenerateError::Row(ref m) if m.contains("context")),
+        matches!(err, common::failure::Failure::Row { ref context, .. } if context.contains("context")),
         "{err}"
     );
     let ok = engine.generate("short", PromptMode::Raw, 50).await.unwrap();

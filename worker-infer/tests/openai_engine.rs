@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use common::failure::FailureKind;
 use common::job::PromptMode;
 use common::queue::{Queue, Stage};
 use common::redis_conn::RedisUrl;
@@ -17,7 +18,6 @@ use common::status;
 use common::testutil::{free_port, RedisServer};
 use common::worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
-use worker_infer::engine::GenerateError;
 use worker_infer::openai_engine::{OpenAiEngine, OpenAiEngineOptions};
 use worker_judge::fake::{fake_answer, FakeConfig, FakeServer};
 
@@ -189,10 +189,13 @@ async fn server_errors_are_retried_then_fail_the_attempt_and_chat_mode_works() {
         .generate(&prompt, PromptMode::Raw, 16)
         .await
         .unwrap_err();
+    let m = e.report();
     assert!(
-        matches!(&e, GenerateError::Engine(m) if m.contains("HTTP 500") && m.contains("3 attempts")),
-        "{e}"
+        e.kind() == FailureKind::Transient && m.contains("HTTP 500") && m.contains("3 attempts"),
+        "{m}"
     );
+    // The last attempt's failure is the cause, not a string in the message.
+    assert!(std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("HTTP 500")));
     set_fault(&server, "garbage", 1).await;
     reqwest::Client::new()
         .delete(format!("http://{}/admin/faults", server.addr))

@@ -9,15 +9,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::config::Secret;
+use common::failure::Failure;
+use common::openai::{Client, ClientOptions};
+use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::openai::{parse_verdict, CallError, JudgeCall};
+use crate::openai::{judge_client, parse_verdict, ClientError, JudgeCall};
 
+/// The Batch API through the shared client: one request per step (the shard is what is
+/// retried), sorted like every judge request.
 #[derive(Debug, Clone)]
 pub struct BatchClient {
-    http: reqwest::Client,
-    base: String,
-    key: Option<Secret>,
+    client: Client,
     pub poll_every: Duration,
 }
 
@@ -33,64 +36,15 @@ pub enum BatchState {
 }
 
 impl BatchClient {
-    pub fn new(base: &str, key: Option<Secret>, poll_every: Duration) -> Result<Self, CallError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| CallError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+    pub fn new(base: &str, key: Option<Secret>, poll_every: Duration) -> Result<Self, ClientError> {
         Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
+            client: judge_client(ClientOptions::new(base, key))?,
             poll_every,
         })
     }
 
-    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.key {
-            Some(k) => r.bearer_auth(k.expose()),
-            None => r,
-        }
-    }
-
-    async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value, CallError> {
-        let resp = self
-            .auth(r)
-            .send()
-            .await
-            .map_err(|e| CallError::Transient {
-                message: format!(
-                    "batch API request failed ({})",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "connection"
-                    }
-                ),
-                retry_after: None,
-            })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        match status {
-            200..=299 => serde_json::from_str(&text).map_err(|e| CallError::Transient {
-                message: format!("batch API answer is not JSON: {e}"),
-                retry_after: None,
-            }),
-            401 | 403 => Err(CallError::Fatal(format!(
-                "the batch API refused the credentials (HTTP {status}): check OPENAI_API_KEY"
-            ))),
-            429 if text.contains("insufficient_quota") => Err(CallError::Fatal(
-                "the judge API account has no quota left (insufficient_quota)".into(),
-            )),
-            _ => Err(CallError::Transient {
-                message: format!("batch API error (HTTP {status})"),
-                retry_after: None,
-            }),
-        }
-    }
-
     /// Upload the requests and start a batch; returns the batch id.
-    pub async fn start(&self, model: &str, prompts: &[(u64, String)]) -> Result<String, CallError> {
+    pub async fn start(&self, model: &str, prompts: &[(u64, String)]) -> Result<String, Failure> {
         let mut jsonl = String::new();
         for (index, prompt) in prompts {
             let line = json!({
@@ -113,36 +67,31 @@ impl BatchClient {
                 reqwest::multipart::Part::bytes(jsonl.into_bytes()).file_name("requests.jsonl"),
             );
         let file = self
-            .send(
-                self.http
-                    .post(format!("{}/files", self.base))
-                    .multipart(form),
-            )
+            .client
+            .send(self.client.request(Method::POST, "files").multipart(form))
             .await?;
         let file_id = file["id"].as_str().unwrap_or_default().to_owned();
         let batch = self
-            .send(
-                self.http
-                    .post(format!("{}/batches", self.base))
-                    .json(&json!({
-                        "input_file_id": file_id,
-                        "endpoint": "/v1/chat/completions",
-                        "completion_window": "24h",
-                    })),
-            )
+            .client
+            .send(self.client.request(Method::POST, "batches").json(&json!({
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            })))
             .await?;
         batch["id"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| CallError::Transient {
-                message: "batch API created no batch id".into(),
-                retry_after: None,
-            })
+            .ok_or_else(|| Failure::transient("batch API created no batch id"))
     }
 
-    pub async fn state(&self, batch_id: &str) -> Result<BatchState, CallError> {
+    pub async fn state(&self, batch_id: &str) -> Result<BatchState, Failure> {
         let b = self
-            .send(self.http.get(format!("{}/batches/{batch_id}", self.base)))
+            .client
+            .send(
+                self.client
+                    .request(Method::GET, &format!("batches/{batch_id}")),
+            )
             .await?;
         Ok(match b["status"].as_str().unwrap_or("") {
             "completed" => BatchState::Completed {
@@ -159,19 +108,14 @@ impl BatchClient {
     pub async fn results(
         &self,
         output_file: &str,
-    ) -> Result<HashMap<u64, Result<JudgeCall, String>>, CallError> {
-        let resp = self
-            .auth(
-                self.http
-                    .get(format!("{}/files/{output_file}/content", self.base)),
+    ) -> Result<HashMap<u64, Result<JudgeCall, String>>, Failure> {
+        let text = self
+            .client
+            .send_text(
+                self.client
+                    .request(Method::GET, &format!("files/{output_file}/content")),
             )
-            .send()
-            .await
-            .map_err(|_| CallError::Transient {
-                message: "cannot download batch results".into(),
-                retry_after: None,
-            })?;
-        let text = resp.text().await.unwrap_or_default();
+            .await?;
         let mut out = HashMap::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -182,7 +126,7 @@ impl BatchClient {
             };
             let status = v["response"]["status_code"].as_u64().unwrap_or(0);
             let result = if status == 200 {
-                parse_verdict(&v["response"]["body"]).map_err(|e| e.to_string())
+                parse_verdict(&v["response"]["body"])
             } else {
                 Err(format!(
                     "batch request failed (HTTP {status}): {}",

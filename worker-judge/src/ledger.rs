@@ -12,10 +12,9 @@
 //! a cap on that. Batch mode (`--mode batch`) pays per batch, one per shard: there the budget
 //! is checked when a shard starts, so batches already submitted can pass it.
 
+use common::failure::Failure;
 use common::job::JobId;
 use common::queue::Queue;
-
-use crate::openai::CallError;
 
 /// One job's live judge spend, checked against the budget the job has now.
 #[derive(Clone)]
@@ -50,24 +49,19 @@ impl Ledger {
     /// job's current one (an operator may have raised it while this shard ran), and the spend
     /// is the larger of what was paid and what the stored verdicts cost (a job from before
     /// the live counter has only the latter).
-    pub async fn check(&self) -> Result<(), CallError> {
+    pub async fn check(&self) -> Result<(), Failure> {
         if !self.budgeted {
             return Ok(());
         }
-        let spend = self
-            .queue
-            .judge_spend(&self.job)
-            .await
-            .map_err(|e| CallError::Transient {
-                message: format!("cannot read the judge spend from Redis: {e}"),
-                retry_after: None,
-            })?;
+        let spend = self.queue.judge_spend(&self.job).await.map_err(|e| {
+            Failure::transient("cannot read the judge spend from Redis").with_source(e)
+        })?;
         let Some(budget) = spend.budget_micro_usd else {
             return Ok(());
         };
         let spent = spend.spent_micro_usd();
         if spent >= budget {
-            return Err(CallError::Paused(format!(
+            return Err(Failure::paused(format!(
                 "judge budget of ${:.4} reached (paid ${:.4})",
                 budget as f64 / 1e6,
                 spent as f64 / 1e6

@@ -12,18 +12,17 @@ pub mod rules;
 
 use std::sync::Arc;
 
-use common::queue::{Queue, QueueError, Stage};
+use common::queue::{Queue, Stage};
 use common::worker::{run_worker, WorkerConfig, WorkerError, WorkerStats};
 use tokio_util::sync::CancellationToken;
 
 pub use processor::JudgeProcessor;
 
+/// Why a judge worker stopped. (Building its client fails earlier, with
+/// [`openai::ClientError`]; failures of rows and calls are [`common::failure::Failure`]s that
+/// the worker runtime settles.)
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeError {
-    #[error(transparent)]
-    Client(#[from] openai::ClientError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use common::dataset::InputRow;
 use common::dataset_spec::DatasetSpec;
+use common::failure::{Failure, FailureKind};
 use common::job::{JobSpec, JudgeMode, JudgeSettings};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
-use common::worker::{ProcessError, ShardContext, ShardOutput, ShardProcessor};
+use common::worker::{ShardContext, ShardOutput, ShardProcessor};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
@@ -22,7 +23,7 @@ use common::queue::{Counter, CounterDeltas};
 
 use crate::batch::{BatchClient, BatchState};
 use crate::ledger::Ledger;
-use crate::openai::{CallError, OpenAiClient};
+use crate::openai::OpenAiClient;
 use crate::prompt;
 use crate::rules;
 
@@ -168,7 +169,7 @@ impl ShardProcessor for JudgeProcessor {
         true
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         let lease = &ctx.lease;
         let inputs = ctx
             .queue
@@ -187,17 +188,16 @@ impl ShardProcessor for JudgeProcessor {
             ctx.judge.budget_micro_usd.is_some(),
         );
         if ctx.judge.mode != JudgeMode::Rules {
-            ledger.check().await.map_err(call_error)?;
+            ledger.check().await.map_err(Failure::for_the_shard)?;
         }
         // Rules judge at once and a batch is one job of the API's: the work starts now. LLM
         // rows start when the first of them gets a call slot (`call_llm`).
         if matches!(ctx.judge.mode, JudgeMode::Rules | JudgeMode::Batch) {
             ctx.started().await;
         }
-        let dataset = ctx
-            .spec
-            .dataset_spec()
-            .map_err(|e| ProcessError::Fatal(e.to_string()))?;
+        let dataset = ctx.spec.dataset_spec().map_err(|e| {
+            Failure::fatal("the job's dataset cannot be judged here").with_source(e)
+        })?;
         let job = JobJudging {
             dataset,
             judge: &ctx.judge,
@@ -218,7 +218,7 @@ impl ShardProcessor for JudgeProcessor {
         let mut futs = FuturesUnordered::new();
         for ((input, pred), cached) in inputs.iter().zip(preds.iter()).zip(cached) {
             let Some(pred) = pred else {
-                return Err(ProcessError::Permanent(format!(
+                return Err(Failure::permanent(format!(
                     "row {} has no prediction although its shard passed inference",
                     input.index
                 )));
@@ -231,7 +231,7 @@ impl ShardProcessor for JudgeProcessor {
             let fut = self.judge_row(&job, input, pred);
             futs.push(async move { (index, fut.await) });
         }
-        let mut first_error: Option<CallError> = None;
+        let mut first_error: Option<Failure> = None;
         while let Some((index, r)) = futs.next().await {
             match r {
                 Ok(row) => {
@@ -248,9 +248,9 @@ impl ShardProcessor for JudgeProcessor {
                 }
                 Err(e) => {
                     // Keep the worst: fatal, then a spent budget, then transient.
-                    let rank = |e: &CallError| match e {
-                        CallError::Fatal(_) => 3,
-                        CallError::Paused(_) => 2,
+                    let rank = |e: &Failure| match e.kind() {
+                        FailureKind::Fatal => 3,
+                        FailureKind::Paused => 2,
                         _ => 1,
                     };
                     if first_error.as_ref().is_none_or(|f| rank(&e) > rank(f)) {
@@ -271,34 +271,12 @@ impl ShardProcessor for JudgeProcessor {
                     .push((index, serde_json::to_string(&t).expect("record serializes")));
             }
         }
-        match first_error {
-            Some(CallError::Fatal(m)) => return Err(ProcessError::Fatal(m)),
-            Some(CallError::Paused(m)) => return Err(ProcessError::Paused(m)),
-            Some(CallError::Transient {
-                message,
-                retry_after: Some(d),
-            }) => return Err(ProcessError::RetryAfter(message, d)),
-            Some(CallError::Transient { message, .. }) => {
-                return Err(ProcessError::Transient(message))
-            }
-            Some(CallError::Row(_)) | None => {}
+        // Row failures were recorded on their rows (`call_llm`); any other fails the attempt.
+        if let Some(e) = first_error.filter(|e| e.kind() != FailureKind::Row) {
+            return Err(e);
         }
         out.counters = counters;
         Ok(out)
-    }
-}
-
-fn call_error(e: CallError) -> ProcessError {
-    match e {
-        CallError::Fatal(m) => ProcessError::Fatal(m),
-        CallError::Paused(m) => ProcessError::Paused(m),
-        CallError::Transient {
-            message,
-            retry_after: Some(d),
-        } => ProcessError::RetryAfter(message, d),
-        CallError::Transient { message, .. } | CallError::Row(message) => {
-            ProcessError::Transient(message)
-        }
     }
 }
 
@@ -310,12 +288,12 @@ impl JudgeProcessor {
         inputs: &[InputRow],
         preds: &[Option<PredictionRecord>],
         job: &JobJudging<'_>,
-    ) -> Result<ShardOutput, ProcessError> {
+    ) -> Result<ShardOutput, Failure> {
         let prices = job.prices;
         let client = self
             .batch
             .as_ref()
-            .ok_or_else(|| ProcessError::Fatal("no Batch API configured".into()))?;
+            .ok_or_else(|| Failure::fatal("no Batch API configured"))?;
         let lease = &ctx.lease;
         let existing = ctx.queue.shard_batch(&lease.job, lease.shard).await?;
         let batch_id = match existing {
@@ -337,7 +315,7 @@ impl JudgeProcessor {
                 let id = client
                     .start(&ctx.judge.model, &prompts)
                     .await
-                    .map_err(call_error)?;
+                    .map_err(Failure::for_the_shard)?;
                 ctx.queue
                     .set_shard_batch(&lease.job, lease.shard, &id)
                     .await?;
@@ -346,17 +324,21 @@ impl JudgeProcessor {
             }
         };
         let output_file = loop {
-            match client.state(&batch_id).await.map_err(call_error)? {
+            match client
+                .state(&batch_id)
+                .await
+                .map_err(Failure::for_the_shard)?
+            {
                 BatchState::Running => tokio::time::sleep(client.poll_every).await,
                 BatchState::Completed { output_file } => break output_file,
                 BatchState::Ended(msg) => {
                     ctx.queue.clear_shard_batch(&lease.job, lease.shard).await?;
-                    return Err(ProcessError::Transient(msg));
+                    return Err(Failure::transient(msg));
                 }
             }
         };
         let mut results = match output_file {
-            Some(f) => client.results(&f).await.map_err(call_error)?,
+            Some(f) => client.results(&f).await.map_err(Failure::for_the_shard)?,
             None => Default::default(),
         };
         // The Batch API costs half the synchronous price.
@@ -375,7 +357,7 @@ impl JudgeProcessor {
         };
         for (input, pred) in inputs.iter().zip(preds) {
             let Some(pred) = pred else {
-                return Err(ProcessError::Permanent(format!(
+                return Err(Failure::permanent(format!(
                     "row {} has no prediction although its shard passed inference",
                     input.index
                 )));
@@ -441,11 +423,11 @@ impl JudgeProcessor {
         input: &InputRow,
         pred: &PredictionRecord,
         counters: &mut CounterDeltas,
-    ) -> Result<Result<JudgeResponse, String>, CallError> {
+    ) -> Result<Result<JudgeResponse, String>, Failure> {
         let client = self
             .client
             .as_ref()
-            .ok_or_else(|| CallError::Fatal("no judge API configured".into()))?;
+            .ok_or_else(|| Failure::fatal("no judge API configured"))?;
         let _permit = self.in_flight.acquire().await.expect("semaphore open");
         job.shard.started().await;
         // Checked with the permit held, right before paying: the overshoot past the budget
@@ -474,9 +456,9 @@ impl JudgeProcessor {
                     correct: call.verdict.correct,
                 }))
             }
-            Err(CallError::Row(m)) => {
+            Err(e @ Failure::Row { .. }) => {
                 *counters.entry(Counter::JudgeLlmCalls).or_default() += 1;
-                Ok(Err(m))
+                Ok(Err(e.report()))
             }
             Err(e) => Err(e),
         }
@@ -487,7 +469,7 @@ impl JudgeProcessor {
         job: &JobJudging<'_>,
         input: &InputRow,
         pred: &PredictionRecord,
-    ) -> Result<RowResult, CallError> {
+    ) -> Result<RowResult, Failure> {
         let (dataset, judge) = (job.dataset, job.judge);
         let mut result = RowResult::default();
         result.counters.insert(Counter::JudgeRows, 1);
