@@ -149,3 +149,44 @@ mod tests {
         assert_eq!(confidence_token(b("medqa"), true), "<CN_MED>");
     }
 }
+
+/// One row of a processed shard, as its processor produced it: a prediction (infer stage) or
+/// a tagged record (judge stage). Typed until the shard completes, when the queue stores it
+/// as JSON, so that no stage passes JSON strings to the next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShardRecord {
+    Prediction(PredictionRecord),
+    /// Boxed: a tagged record is twice a prediction's size.
+    Tagged(Box<TaggedRecord>),
+}
+
+impl ShardRecord {
+    /// The stage whose shards produce this kind of record.
+    pub fn stage(&self) -> crate::queue::Stage {
+        match self {
+            ShardRecord::Prediction(_) => crate::queue::Stage::Infer,
+            ShardRecord::Tagged(_) => crate::queue::Stage::Judge,
+        }
+    }
+
+    /// The stored form.
+    pub fn to_json(&self) -> String {
+        match self {
+            ShardRecord::Prediction(r) => serde_json::to_string(r),
+            ShardRecord::Tagged(r) => serde_json::to_string(r),
+        }
+        .expect("records serialize")
+    }
+}
+
+impl From<PredictionRecord> for ShardRecord {
+    fn from(r: PredictionRecord) -> Self {
+        ShardRecord::Prediction(r)
+    }
+}
+
+impl From<TaggedRecord> for ShardRecord {
+    fn from(r: TaggedRecord) -> Self {
+        ShardRecord::Tagged(Box::new(r))
+    }
+}

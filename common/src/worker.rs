@@ -251,10 +251,10 @@ impl ShardContext {
     }
 }
 
-/// A processed shard: result rows (row index, record JSON) and counters to add to the job.
+/// A processed shard: its records (row index, record) and the counters to add to the job.
 #[derive(Debug, Clone, Default)]
 pub struct ShardOutput {
-    pub rows: Vec<(u64, String)>,
+    pub rows: Vec<(u64, crate::records::ShardRecord)>,
     pub counters: crate::queue::CounterDeltas,
 }
 
@@ -1004,8 +1004,10 @@ async fn complete_with_retry(
     cancel: &CancellationToken,
 ) -> TaskEnd {
     let mut backoff = redis_backoff();
+    debug_assert!(output.rows.iter().all(|(_, r)| r.stage() == lease.stage));
+    let rows: Vec<(u64, String)> = output.rows.iter().map(|(i, r)| (*i, r.to_json())).collect();
     loop {
-        match queue.complete(lease, &output.counters, &output.rows).await {
+        match queue.complete(lease, &output.counters, &rows).await {
             Ok(CompleteOutcome::Stored) => {
                 info!(rows = output.rows.len(), "shard completed");
                 return TaskEnd::Completed;

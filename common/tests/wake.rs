@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
 use common::keys::{self, JobKeys};
 use common::queue::{Counter, Queue, Stage};
+use common::records::{PredictionRecord, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::testutil::{synthetic_rows, RedisServer};
 use common::worker::{
@@ -33,10 +34,29 @@ impl ShardProcessor for Sleepy {
         out.counters.insert(Counter::rows(l.stage), l.rows() as i64);
         out.rows = (l.start..l.end)
             .map(|i| {
-                (
-                    i,
-                    format!(r#"{{"response":"r{i}","question":"q","correct_answer":1}}"#),
-                )
+                let pred = PredictionRecord {
+                    response: format!("r{i}"),
+                    question: "q".into(),
+                    correct_answer: 1.into(),
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    finish_reason: String::new(),
+                    error: None,
+                };
+                let record = match l.stage {
+                    Stage::Infer => pred.into(),
+                    Stage::Judge => TaggedRecord::unjudged(
+                        &pred,
+                        "not judged".into(),
+                        Provenance {
+                            judged_by: "none".into(),
+                            judge_model: "none".into(),
+                            judge_prompt_sha: String::new(),
+                        },
+                    )
+                    .into(),
+                };
+                (i, record)
             })
             .collect();
         Ok(out)

@@ -52,8 +52,7 @@ impl ShardProcessor for SlowOddRows {
                 finish_reason: "stop".into(),
                 error: None,
             };
-            out.rows
-                .push((r.index, serde_json::to_string(&record).unwrap()));
+            out.rows.push((r.index, record.into()));
         }
         out.counters.insert(Counter::InferRows, rows.len() as i64);
         Ok(out)

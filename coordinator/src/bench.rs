@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Counter, Queue, Stage};
-use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
+use common::records::{JudgeResponse, PredictionRecord, Provenance, ShardRecord, TaggedRecord};
 use common::status;
 use common::testutil::synthetic_rows;
 use common::worker::{
@@ -44,8 +44,8 @@ impl ShardProcessor for NoopProcessor {
             error: None,
         };
         let record = match l.stage {
-            Stage::Infer => serde_json::to_string(&pred).expect("serializes"),
-            Stage::Judge => serde_json::to_string(&TaggedRecord::tag(
+            Stage::Infer => ShardRecord::from(pred),
+            Stage::Judge => ShardRecord::from(TaggedRecord::tag(
                 common::dataset_spec::builtin("boolq").expect("built in"),
                 &pred,
                 JudgeResponse {
@@ -59,8 +59,7 @@ impl ShardProcessor for NoopProcessor {
                     judge_model: "noop".into(),
                     judge_prompt_sha: String::new(),
                 },
-            ))
-            .expect("serializes"),
+            )),
         };
         let mut out = ShardOutput::default();
         out.counters.insert(Counter::rows(l.stage), l.rows() as i64);

@@ -73,7 +73,7 @@ struct SimGpu {
     model: String,
     shard_time: Duration,
     jitter: f64,
-    records: Arc<Vec<String>>,
+    records: Arc<Vec<(PredictionRecord, usize)>>,
 }
 
 /// The split of the one-shard jobs that measure pick-up: processed at once.
@@ -98,9 +98,9 @@ impl ShardProcessor for SimGpu {
         let mut bytes = 0i64;
         out.rows = (l.start..l.end)
             .map(|i| {
-                let r = &self.records[(i as usize * 7919) % self.records.len()];
-                bytes += r.len() as i64;
-                (i, r.clone())
+                let (r, len) = &self.records[(i as usize * 7919) % self.records.len()];
+                bytes += *len as i64;
+                (i, r.clone().into())
             })
             .collect();
         out.counters.insert(Counter::InferRows, l.rows() as i64);
@@ -172,7 +172,8 @@ fn text(len: usize, next: &mut dyn FnMut() -> u64) -> String {
 
 /// `n` prediction records whose JSON is `min..=max` bytes long, text made of words (so that
 /// they compress like real answers, not like random bytes or one repeated letter).
-fn record_pool(n: usize, (min, max): (usize, usize)) -> Vec<String> {
+/// Each with its JSON length (what Redis stores).
+fn record_pool(n: usize, (min, max): (usize, usize)) -> Vec<(PredictionRecord, usize)> {
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
         seed ^= seed << 13;
@@ -194,7 +195,8 @@ fn record_pool(n: usize, (min, max): (usize, usize)) -> Vec<String> {
             };
             let base = serde_json::to_string(&rec).expect("serializes").len();
             rec.response = text(target.saturating_sub(base), &mut next);
-            serde_json::to_string(&rec).expect("serializes")
+            let len = serde_json::to_string(&rec).expect("serializes").len();
+            (rec, len)
         })
         .collect()
 }

@@ -118,10 +118,7 @@ impl ShardProcessor for InferProcessor {
                     }
                 }
             };
-            out.rows.push((
-                row.index,
-                serde_json::to_string(&record).expect("record serializes"),
-            ));
+            out.rows.push((row.index, record.into()));
         }
         counters.insert(Counter::InferRows, rows.len() as i64);
         out.counters = counters;

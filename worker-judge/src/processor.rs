@@ -267,8 +267,7 @@ impl ShardProcessor for JudgeProcessor {
                 *counters.entry(k).or_default() += v;
             }
             if let Some(t) = row.tagged {
-                out.rows
-                    .push((index, serde_json::to_string(&t).expect("record serializes")));
+                out.rows.push((index, t.into()));
             }
         }
         // Row failures were recorded on their rows (`call_llm`); any other fails the attempt.
@@ -407,10 +406,7 @@ impl JudgeProcessor {
                     }
                 }
             };
-            out.rows.push((
-                input.index,
-                serde_json::to_string(&record).expect("record serializes"),
-            ));
+            out.rows.push((input.index, record.into()));
         }
         job.ledger.record_batch(&batch_id, paid).await;
         out.counters = counters;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::job::{JobSpec, JudgeSettings};
 use common::queue::{Counter, Queue, Stage};
-use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
+use common::records::{JudgeResponse, PredictionRecord, Provenance, ShardRecord, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::worker::{
     run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
@@ -41,8 +41,8 @@ impl ShardProcessor for Sleepy {
                 error: None,
             };
             let json = match l.stage {
-                Stage::Infer => serde_json::to_string(&pred).unwrap(),
-                Stage::Judge => serde_json::to_string(&TaggedRecord::tag(
+                Stage::Infer => ShardRecord::from(pred),
+                Stage::Judge => ShardRecord::from(TaggedRecord::tag(
                     ctx.spec.dataset_spec().expect("a known dataset"),
                     &pred,
                     JudgeResponse {
@@ -56,8 +56,7 @@ impl ShardProcessor for Sleepy {
                         judge_model: self.worker.clone(),
                         judge_prompt_sha: String::new(),
                     },
-                ))
-                .unwrap(),
+                )),
             };
             if l.stage == Stage::Judge && r.index % 2 == 0 {
                 *out.counters.entry(Counter::JudgeCorrect).or_default() += 1;
