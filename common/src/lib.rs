@@ -8,6 +8,7 @@ pub mod http;
 pub mod job;
 pub mod keys;
 pub mod latency;
+pub mod local_redis;
 pub mod metrics;
 pub mod prompt;
 pub mod queue;
@@ -15,7 +16,7 @@ pub mod records;
 pub mod redis_conn;
 pub mod roofline;
 pub mod status;
-pub mod testutil;
+pub mod synthetic;
 pub mod worker;
 
 pub use dataset::{DatasetSource, InputRow};
