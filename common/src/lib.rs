@@ -9,6 +9,7 @@ pub mod failure;
 pub mod job;
 pub mod keys;
 pub mod latency;
+pub mod local_redis;
 pub mod metrics;
 pub mod openai;
 pub mod prompt;
@@ -19,7 +20,7 @@ pub use queue::conn as redis_conn;
 pub mod records;
 pub mod roofline;
 pub mod status;
-pub mod testutil;
+pub mod synthetic;
 pub mod worker;
 
 pub use dataset::{DatasetSource, InputRow};

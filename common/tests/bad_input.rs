@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::dataset::{load_split, DatasetSource, InputRow, MAX_ROW_BYTES};
 use common::dataset_spec::builtin;
-use common::testutil::{write_parquet, ParquetValues};
+use testkit::parquet::{write_parquet, ParquetValues};
 
 fn file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let p = dir.join(name);

@@ -8,10 +8,10 @@ use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{
     CompleteOutcome, Counter, CounterDeltas, Queue, RequeueRequest, RequeueSelection, Stage,
 };
-use common::records::{JudgeResponse, PredictionRecord, Provenance, TaggedRecord};
+use common::records::{JudgeResponse, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::{synthetic_rows, RedisCluster};
+use testkit::{synthetic_rows, RedisCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_end_to_end_on_a_cluster() {
@@ -52,15 +52,7 @@ async fn jobs_run_end_to_end_on_a_cluster() {
             while let Some(l) = queue.claim(id, stage, "w", lease).await.unwrap() {
                 let mut out = Vec::new();
                 for row in queue.input_rows(id, l.start, l.end).await.unwrap() {
-                    let p = PredictionRecord {
-                        response: "yes".into(),
-                        question: row.question.clone(),
-                        correct_answer: row.correct_answer.clone(),
-                        prompt_tokens: 1,
-                        completion_tokens: 1,
-                        finish_reason: "stop".into(),
-                        error: None,
-                    };
+                    let p = testkit::prediction(&row, "yes");
                     let json = match stage {
                         Stage::Infer => serde_json::to_string(&p).unwrap(),
                         Stage::Judge => serde_json::to_string(&TaggedRecord::tag(

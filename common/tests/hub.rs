@@ -55,7 +55,7 @@ async fn resolve(
         return (StatusCode::NOT_FOUND, "Entry not found").into_response();
     };
     let len = bytes.len();
-    let (a, b) = common::testutil::byte_range(
+    let (a, b) = testkit::http::byte_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,
     );

@@ -1,62 +1,79 @@
 //! Worker processes killed with SIGKILL mid-shard: their shards come back after the lease
 //! lapses, are completed once by another worker, and a late completion with the dead
 //! worker's token is refused. Also: SIGTERM drains, releasing shards without an attempt.
+//!
+//! The workers are this test binary re-executed in the role of `testkit::test_worker` (a
+//! worker with a trivial processor): cargo builds only a package's own binaries for its
+//! tests, and a test-only binary does not belong in the production crate. Hence
+//! `harness = false`: `main` dispatches between the two roles and runs the tests one after
+//! another.
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use common::job::{rows_digest, JobId, JobSpec, JudgeSettings, PromptMode};
+use common::job::JobId;
 use common::keys::JobKeys;
 use common::queue::{CompleteOutcome, Counter, CounterDeltas, Queue, ShardLease, Stage};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::{synthetic_rows, RedisServer};
+use testkit::{test_worker, wait, RedisServer, SyntheticJob};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(test_worker::ROLE) {
+        return test_worker::main(&args[2..]);
+    }
+    let tests: [(&str, fn()); 3] = [
+        (
+            "a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced",
+            || block_on(a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced()),
+        ),
+        (
+            "sigterm_drains_and_releases_without_spending_attempts",
+            || block_on(sigterm_drains_and_releases_without_spending_attempts()),
+        ),
+        ("a_second_signal_exits_at_once", || {
+            block_on(a_second_signal_exits_at_once())
+        }),
+    ];
+    testkit::harness::run_tests(&args[1..], &tests)
+}
+
+fn block_on(test: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(test);
+}
 
 fn worker(url: &str, stage: &str, id: &str, lease_ms: u64, sleep_ms: u64) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_conftag-test-worker"))
-        .args([url, stage, id, &lease_ms.to_string(), &sleep_ms.to_string()])
-        .env("RUST_LOG", "warn")
+    test_worker::command(url, stage, id, lease_ms, sleep_ms)
         .spawn()
         .unwrap()
 }
 
-async fn submit(queue: &Queue, n: u64, shard: u64) -> JobId {
-    let rows = synthetic_rows(n);
-    let spec = JobSpec {
-        model: "m".into(),
-        dataset: "boolq".into(),
-        split: "test".into(),
-        source: "kill".into(),
-        rows: n,
-        max_tokens: 1,
-        prompt_mode: PromptMode::Raw,
-        rows_digest: rows_digest(&rows),
-        spec_digest: None,
-        dataset_spec: None,
-    };
-    queue
-        .submit(&spec, &JudgeSettings::default(), &rows, shard, 5)
-        .await
-        .unwrap();
-    spec.id()
+async fn submit(queue: &Queue, rows: u64, shard_size: u64) -> JobId {
+    testkit::rows::submit_synthetic_id(
+        queue,
+        SyntheticJob {
+            rows,
+            shard_size,
+            ..SyntheticJob::default()
+        },
+    )
+    .await
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    secs: u64,
-    mut f: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Until a worker holds a lease of `job`.
+async fn wait_for_a_lease(queue: &Queue, job: &JobId) {
+    wait::job_status(queue, job, "a lease", Duration::from_secs(20), |st| {
+        st.shards.leased.infer > 0
+    })
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
@@ -65,22 +82,7 @@ async fn a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced
 
     // A slow worker takes shards; kill it while it holds one.
     let mut doomed = worker(&redis.url(), "infer", "doomed", 800, 60_000);
-    let q = queue.clone();
-    let j = job.clone();
-    wait_until("a lease", 20, || {
-        let q = q.clone();
-        let j = j.clone();
-        async move {
-            status::job_status(&q, &j)
-                .await
-                .unwrap()
-                .shards
-                .leased
-                .infer
-                > 0
-        }
-    })
-    .await;
+    wait_for_a_lease(&queue, &job).await;
     let mut c = queue.conn();
     let (shard, token): (u64, String) = {
         let leased: Vec<u64> = redis::cmd("ZRANGE")
@@ -103,13 +105,13 @@ async fn a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced
 
     // A healthy worker finishes everything, including the dead worker's shard.
     let mut healthy = worker(&redis.url(), "infer", "healthy", 5_000, 10);
-    let q = queue.clone();
-    let j = job.clone();
-    wait_until("inference done", 30, || {
-        let q = q.clone();
-        let j = j.clone();
-        async move { status::job_status(&q, &j).await.unwrap().rows_inferred == 12 }
-    })
+    wait::job_status(
+        &queue,
+        &job,
+        "inference done",
+        Duration::from_secs(30),
+        |st| st.rows_inferred == 12,
+    )
     .await;
     assert!(healthy.wait().unwrap().success());
 
@@ -140,28 +142,12 @@ async fn a_killed_workers_shard_is_reclaimed_completed_once_and_its_token_fenced
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_releases_without_spending_attempts() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
     let job = submit(&queue, 8, 4).await;
     let child = worker(&redis.url(), "infer", "drainer", 10_000, 60_000);
-    let q = queue.clone();
-    let j = job.clone();
-    wait_until("a lease", 20, || {
-        let q = q.clone();
-        let j = j.clone();
-        async move {
-            status::job_status(&q, &j)
-                .await
-                .unwrap()
-                .shards
-                .leased
-                .infer
-                > 0
-        }
-    })
-    .await;
+    wait_for_a_lease(&queue, &job).await;
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -191,33 +177,15 @@ async fn sigterm_drains_and_releases_without_spending_attempts() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
     let job = submit(&queue, 4, 4).await;
-    let child = Command::new(env!("CARGO_BIN_EXE_conftag-test-worker"))
-        .args([redis.url().as_str(), "infer", "stubborn", "10000", "60000"])
-        .env("RUST_LOG", "warn")
+    let child = test_worker::command(&redis.url(), "infer", "stubborn", 10_000, 60_000)
         .env("CONFTAG_TEST_DRAIN_MS", "60000")
         .spawn()
         .unwrap();
-    let q = queue.clone();
-    let j = job.clone();
-    wait_until("a lease", 20, || {
-        let q = q.clone();
-        let j = j.clone();
-        async move {
-            status::job_status(&q, &j)
-                .await
-                .unwrap()
-                .shards
-                .leased
-                .infer
-                > 0
-        }
-    })
-    .await;
+    wait_for_a_lease(&queue, &job).await;
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

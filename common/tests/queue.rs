@@ -12,8 +12,8 @@ use common::queue::{
 };
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::{synthetic_rows, RedisServer};
 use serde_json::json;
+use testkit::{requeue_failed, synthetic_rows, RedisServer};
 
 fn spec(model: &str, rows: &[InputRow]) -> JobSpec {
     JobSpec {
@@ -257,18 +257,7 @@ async fn errors_retry_then_fail_and_requeue_brings_them_back() {
         "both failed attempts show in status"
     );
 
-    let out = queue
-        .requeue(
-            &id,
-            &RequeueRequest {
-                selection: RequeueSelection::Failed,
-                target: None,
-                force: false,
-                judge: None,
-            },
-        )
-        .await
-        .unwrap();
+    let out = queue.requeue(&id, &requeue_failed()).await.unwrap();
     assert_eq!(out.requeued, 1);
     let l3 = queue
         .claim(&id, Stage::Infer, "w", LEASE)
@@ -421,7 +410,7 @@ async fn complete_result(
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error_without_the_password() {
-    let port = common::testutil::free_port();
+    let port = testkit::free_port();
     let url = RedisUrl::new(format!("redis://:hunter2@127.0.0.1:{port}"));
     let err = Queue::connect(&url).await.unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
@@ -443,7 +432,7 @@ async fn aof_is_reported() {
 /// password still fails at once.
 #[tokio::test]
 async fn a_worker_started_while_redis_is_down_waits_for_it() {
-    let port = common::testutil::free_port();
+    let port = testkit::free_port();
     let url = RedisUrl::new(format!("redis://127.0.0.1:{port}"));
     let waiting =
         tokio::spawn(async move { Queue::connect_waiting(&url, Duration::from_millis(200)).await });

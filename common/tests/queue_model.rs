@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use common::job::{rows_digest, JobSpec, JudgeSettings, PromptMode};
 use common::queue::{
-    CompleteOutcome, Counter, FailOutcome, Queue, RenewOutcome, RequeueRequest, RequeueSelection,
-    ShardLease, Stage, StartOutcome,
+    CompleteOutcome, Counter, FailOutcome, Queue, RenewOutcome, ShardLease, Stage, StartOutcome,
 };
 use common::redis_conn::RedisUrl;
 use common::status;
-use common::testutil::{synthetic_rows, RedisServer};
 use proptest::prelude::*;
+use testkit::{requeue_failed, synthetic_rows, RedisServer};
 
 const ROWS: u64 = 10;
 const SHARD: u64 = 3;
@@ -248,18 +247,7 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
                 }
             }
             Op::RequeueFailed => {
-                let out = q
-                    .requeue(
-                        &id,
-                        &RequeueRequest {
-                            selection: RequeueSelection::Failed,
-                            target: None,
-                            force: false,
-                            judge: None,
-                        },
-                    )
-                    .await
-                    .unwrap();
+                let out = q.requeue(&id, &requeue_failed()).await.unwrap();
                 let mut n = 0;
                 for s in model.shards.iter_mut().filter(|s| s.state == State::Failed) {
                     s.state = State::Queued;
@@ -279,17 +267,7 @@ async fn run_case(q: &Queue, case: u64, ops: Vec<Op>) -> Result<(), TestCaseErro
         }
     }
     for _ in 0..20 {
-        q.requeue(
-            &id,
-            &RequeueRequest {
-                selection: RequeueSelection::Failed,
-                target: None,
-                force: false,
-                judge: None,
-            },
-        )
-        .await
-        .unwrap();
+        q.requeue(&id, &requeue_failed()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(3)).await;
         for stage in [Stage::Infer, Stage::Judge] {
             while let Some(l) = q.claim(&id, stage, "drain", LONG).await.unwrap() {

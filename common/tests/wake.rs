@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
+use common::job::{JobId, JobSpec, JudgeSettings};
 use common::keys::{self, JobKeys};
 use common::queue::{Counter, Queue, Stage};
 use common::records::{PredictionRecord, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
-use common::testutil::{synthetic_rows, RedisServer};
 use common::worker::{
     run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
+use testkit::{RedisServer, SyntheticJob};
 use tokio_util::sync::CancellationToken;
 
 /// Takes shards of its model, sleeps `work` per shard, writes one small row each.
@@ -101,22 +101,16 @@ fn spawn_workers(
         .collect()
 }
 
+/// A job of `shards` one-row shards of `model`.
 async fn submit(queue: &Queue, model: &str, split: &str, shards: u64) -> JobId {
-    let r = synthetic_rows(shards);
-    let spec = JobSpec::for_rows(
+    let job = SyntheticJob {
         model,
-        common::dataset_spec::builtin("boolq").unwrap(),
         split,
-        "t",
-        &r,
-        8,
-        PromptMode::Raw,
-    );
-    queue
-        .submit(&spec, &JudgeSettings::default(), &r, 1, 3)
-        .await
-        .unwrap();
-    spec.id()
+        rows: shards,
+        shard_size: 1,
+        max_attempts: 3,
+    };
+    testkit::rows::submit_synthetic_id(queue, job).await
 }
 
 async fn hget(queue: &Queue, key: &str, field: &str) -> Option<u64> {

@@ -6,15 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::job::{JobSpec, JudgeSettings, PromptMode};
+use common::job::{JobSpec, JudgeSettings};
 use common::queue::{Counter, Queue, Stage};
-use common::records::PredictionRecord;
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
-use common::testutil::{synthetic_rows, RedisServer};
 use common::worker::{
     run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
+use testkit::{submit_synthetic, RedisServer, SyntheticJob};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -43,15 +42,7 @@ impl ShardProcessor for SlowOddRows {
                     .expect("gate sender alive");
             }
             ctx.row_finished();
-            let record = PredictionRecord {
-                response: format!("answer {}", r.index),
-                question: r.question.clone(),
-                correct_answer: r.correct_answer.clone(),
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                finish_reason: "stop".into(),
-                error: None,
-            };
+            let record = testkit::prediction(r, format!("answer {}", r.index));
             out.rows.push((r.index, record.into()));
         }
         out.counters.insert(Counter::InferRows, rows.len() as i64);
@@ -63,20 +54,13 @@ impl ShardProcessor for SlowOddRows {
 async fn finished_rows_free_look_ahead_for_the_next_shard() {
     let server = RedisServer::start().expect("redis-server");
     let queue = Queue::connect(&RedisUrl::new(server.url())).await.unwrap();
-    let rows = synthetic_rows(6);
-    let spec = JobSpec::for_rows(
-        "m",
-        common::dataset_spec::builtin("boolq").unwrap(),
-        "test",
-        "test",
-        &rows,
-        8,
-        PromptMode::Raw,
-    );
-    queue
-        .submit(&spec, &JudgeSettings::default(), &rows, 2, 3)
-        .await
-        .unwrap();
+    let job = SyntheticJob {
+        rows: 6,
+        shard_size: 2,
+        max_attempts: 3,
+        ..SyntheticJob::default()
+    };
+    let spec = submit_synthetic(&queue, job).await;
 
     let (open, gate) = watch::channel(false);
     let processor = Arc::new(SlowOddRows {

@@ -13,7 +13,7 @@ use common::job::{JobSpec, JudgeSettings, PromptMode};
 use common::queue::{Counter, Queue, Stage};
 use common::records::{JudgeResponse, PredictionRecord, Provenance, ShardRecord, TaggedRecord};
 use common::status;
-use common::testutil::synthetic_rows;
+use common::synthetic::synthetic_rows;
 use common::worker::{
     run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use common::job::{JobId, JobSpec, JudgeSettings, PromptMode};
 use common::latency::LatencySnapshot;
+use common::local_redis::{RedisCluster, RedisServer};
 use common::queue::{Counter, Queue, ServerProbe, Stage};
 use common::records::PredictionRecord;
 use common::redis_conn::RedisUrl;
 use common::status;
-use common::testutil::{synthetic_rows, RedisCluster, RedisServer};
+use common::synthetic::synthetic_rows;
 use common::worker::{
     run_worker_with_stats, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
     WorkerStats,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::testutil::RedisServer;
+use testkit::{files_under, samples_arg as samples, RedisServer, Submit};
 
 fn conftag(redis: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_conftag"))
@@ -32,25 +32,7 @@ fn assert_refused(o: &Output, what: &str, words: &[&str]) {
 
 /// `conftag submit --model m --dataset DATASETS` plus `extra`.
 fn submit(redis: &str, datasets: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["submit", "--model", "m", "--dataset", datasets];
-    args.extend_from_slice(extra);
-    conftag(redis, &args)
-}
-
-fn samples(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/samples")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn dbsize(redis: &RedisServer) -> u64 {
-    let out = Command::new("redis-cli")
-        .args(["-p", &redis.port().to_string(), "DBSIZE"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    conftag(redis, &Submit::new("m", datasets).extra(extra).args())
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -113,12 +95,12 @@ fn bad_input_is_refused_with_a_clear_message_and_nothing_written() {
     let o = submit(&url, "boolq", &["--split", "../../etc", "--data", &boolq]);
     assert_refused(&o, "--split ../../etc", &["--split"]);
 
-    assert_eq!(dbsize(&redis), 0, "nothing half-written");
+    assert_eq!(redis.dbsize(), 0, "nothing half-written");
 }
 
 #[test]
 fn an_unreachable_redis_names_the_url_but_not_the_password() {
-    let port = common::testutil::free_port();
+    let port = testkit::free_port();
     let url = format!("redis://:topsecret@127.0.0.1:{port}");
     let o = conftag(&url, &["status"]);
     assert!(!o.status.success());
@@ -134,24 +116,10 @@ fn an_unreachable_redis_names_the_url_but_not_the_password() {
 fn submit_status_resubmit_requeue_and_export_behave() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let data = samples("medqa.jsonl");
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "org/Model-1.5B",
-            "--dataset",
-            "medqa",
-            "--split",
-            "test",
-            "--data",
-            &data,
-            "--shard-size",
-            "4",
-            "--json",
-        ],
-    );
+    let medqa = Submit::new("org/Model-1.5B", "medqa")
+        .split("test")
+        .data(samples("medqa.jsonl"));
+    let o = conftag(&url, &medqa.clone().shard_size(4).json().args());
     assert!(o.status.success(), "{}", stderr(&o));
     let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let id = created["jobs"][0]["id"].as_str().unwrap().to_owned();
@@ -159,42 +127,11 @@ fn submit_status_resubmit_requeue_and_export_behave() {
     assert_eq!(created["jobs"][0]["created"], true);
 
     // Same again: a no-op. Other settings: refused, naming the difference.
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "org/Model-1.5B",
-            "--dataset",
-            "medqa",
-            "--split",
-            "test",
-            "--data",
-            &data,
-            "--shard-size",
-            "4",
-            "--json",
-        ],
-    );
+    let o = conftag(&url, &medqa.clone().shard_size(4).json().args());
     assert!(o.status.success());
     let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(again["jobs"][0]["created"], false);
-    let o = conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "org/Model-1.5B",
-            "--dataset",
-            "medqa",
-            "--split",
-            "test",
-            "--data",
-            &data,
-            "--max-tokens",
-            "9",
-        ],
-    );
+    let o = conftag(&url, &medqa.max_tokens(9).args());
     assert!(!o.status.success());
     assert!(stderr(&o).contains("max_tokens"), "{}", stderr(&o));
 
@@ -260,19 +197,11 @@ fn a_redis_password_never_reaches_output_logs_or_redis() {
             .output()
             .unwrap()
     };
-    let data = samples("boolq.jsonl");
+    let boolq = Submit::new("m", "boolq")
+        .split("test")
+        .data(samples("boolq.jsonl"));
     let outputs = [
-        run(&[
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--split",
-            "test",
-            "--data",
-            &data,
-        ]),
+        run(&boolq.args()),
         run(&["status", "--json"]),
         run(&["status"]),
         run(&["workers", "--json"]),
@@ -338,22 +267,6 @@ fn a_redis_password_never_reaches_output_logs_or_redis() {
     }
 }
 
-/// Files (and names) in `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn boolq_line(q: &str, answer: &str, passage: &str) -> String {
     format!("{{\"question\":{q:?},\"answer\":{answer},\"passage\":{passage:?}}}\n")
 }
@@ -363,7 +276,7 @@ fn boolq_line(q: &str, answer: &str, passage: &str) -> String {
 /// written to Redis.
 #[test]
 fn malformed_dataset_files_are_refused_by_submit_and_nothing_is_written() {
-    use common::testutil::{write_parquet, ParquetValues};
+    use testkit::parquet::{write_parquet, ParquetValues};
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
@@ -460,7 +373,7 @@ fn malformed_dataset_files_are_refused_by_submit_and_nothing_is_written() {
         );
         assert_refused(&o, &path.display().to_string(), words);
         assert_eq!(
-            dbsize(&redis),
+            redis.dbsize(),
             0,
             "{}: something was written",
             path.display()
@@ -520,25 +433,15 @@ fn bad_urls_and_flags_are_refused_naming_the_problem() {
     }
     let o = submit(&url, "boolq", &["--data", &format!("trivia={data}")]);
     assert_refused(&o, "--data trivia=…", &["unknown dataset `trivia`"]);
-    let o = conftag(
-        &url,
-        &[
-            "--redis-ca-cert",
-            &data,
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-            "--data",
-            &data,
-        ],
-    );
+    let mut args = vec!["--redis-ca-cert", &data];
+    let boolq = Submit::new("m", "boolq").data(&data);
+    args.extend(boolq.args());
+    let o = conftag(&url, &args);
     assert_refused(&o, "--redis-ca-cert with redis://", &["not rediss://"]);
     let o = conftag(&url, &["--redis-client-cert", &data, "status"]);
     assert_refused(&o, "--redis-client-cert alone", &["--redis-client-key"]);
 
-    assert_eq!(dbsize(&redis), 0, "nothing written");
+    assert_eq!(redis.dbsize(), 0, "nothing written");
 }
 
 /// Model, split and job names cannot steer `conftag export` out of `--out`: file stems keep
@@ -559,17 +462,7 @@ fn export_stays_inside_the_output_directory() {
     ] {
         let o = conftag(
             &url,
-            &[
-                "submit",
-                "--model",
-                model,
-                "--dataset",
-                "boolq",
-                "--split",
-                split,
-                "--data",
-                &data,
-            ],
+            &Submit::new(model, "boolq").split(split).data(&data).args(),
         );
         assert!(o.status.success(), "{model} {split}: {}", stderr(&o));
     }
@@ -722,39 +615,28 @@ fn dataset_specs_are_listed_submitted_beside_builtins_and_bad_ones_write_nothing
     );
     let o = conftag(
         &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset-spec",
-            none.to_str().unwrap(),
-            "--split",
-            "test",
-            "--judge-mode",
-            "rules",
-        ],
+        &Submit::model("m")
+            .dataset_spec(&none)
+            .split("test")
+            .judge_mode("rules")
+            .args(),
     );
     assert_refused(&o, "rules on a none checker", &["numqa", "no rule checker"]);
     // A split the spec has no source for.
     let good_path = write(dir.path(), "numqa.toml", &good);
     let o = conftag(
         &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset-spec",
-            good_path.to_str().unwrap(),
-            "--split",
-            "train",
-        ],
+        &Submit::model("m")
+            .dataset_spec(&good_path)
+            .split("train")
+            .args(),
     );
     assert_refused(
         &o,
         "no source for train",
         &["split `train`", "--data numqa=PATH"],
     );
-    assert_eq!(dbsize(&redis), 0, "nothing written by refused submits");
+    assert_eq!(redis.dbsize(), 0, "nothing written by refused submits");
 
     // The spec beside a built-in: two jobs, each with its domain; the same again is a no-op.
     let args = [
@@ -799,16 +681,11 @@ fn dataset_specs_are_listed_submitted_beside_builtins_and_bad_ones_write_nothing
     );
     let o = conftag(
         &url,
-        &[
-            "submit",
-            "--model",
-            "m",
-            "--dataset-spec",
-            changed.to_str().unwrap(),
-            "--split",
-            "test",
-            "--json",
-        ],
+        &Submit::model("m")
+            .dataset_spec(&changed)
+            .split("test")
+            .json()
+            .args(),
     );
     let third = jobs(&o);
     assert!(third[0].2 && third[0].0 != first[1].0, "{third:?}");

@@ -1,12 +1,12 @@
 //! `conftag monitor` against a real Redis: the gauges a Prometheus scrape sees follow the
 //! job's counters as shards move, and the command refuses to start without an address.
 
-use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::queue::{Queue, Stage};
-use common::testutil::{free_port, metric_value, scrape_metrics, RedisServer};
+use testkit::metrics::{metric_value, scrape_metrics};
+use testkit::{free_port, samples, RedisServer, Submit};
 
 struct Monitor(Child);
 
@@ -36,19 +36,13 @@ fn scrape_until(addr: std::net::SocketAddr, what: &str, check: impl Fn(&str) -> 
 async fn monitor_gauges_follow_the_shards() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples/boolq.jsonl");
+    let submit = Submit::new("m", "boolq")
+        .split("test")
+        .shard_size(2)
+        .data(samples("boolq.jsonl"));
     let out = Command::new(env!("CARGO_BIN_EXE_conftag"))
-        .args([
-            "--redis-url",
-            &url,
-            "submit",
-            "--model",
-            "m",
-            "--dataset",
-            "boolq",
-        ])
-        .args(["--split", "test", "--shard-size", "2", "--data"])
-        .arg(&data)
+        .args(["--redis-url", &url])
+        .args(submit.args())
         .output()
         .unwrap();
     assert!(

@@ -24,9 +24,10 @@ use common::job::JobId;
 use common::queue::{CompleteOutcome, Counter, Queue, Stage};
 use common::records::PredictionRecord;
 use common::redis_conn::RedisUrl;
-use common::testutil::{write_parquet, ParquetValues, RedisServer};
+use testkit::parquet::{write_parquet, ParquetValues};
+use testkit::{fake_judge, RedisServer, Submit};
 use tokio_util::sync::CancellationToken;
-use worker_judge::fake::{FakeConfig, FakeServer};
+use worker_judge::fake::FakeConfig;
 
 const REDIS_PASSWORD: &str = "rpw-Zq81xVt4Lk";
 const OPENAI_KEY: &str = "sk-test-Hj27Qm5cRw90";
@@ -71,7 +72,7 @@ async fn resolve(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     hub.authorized.fetch_add(1, Ordering::Relaxed);
     let bytes = &hub.parquet;
     let len = bytes.len();
-    let (a, b) = common::testutil::byte_range(
+    let (a, b) = testkit::http::byte_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,
     );
@@ -137,13 +138,9 @@ async fn infer_everything(queue: &Queue, job: &JobId) {
             .iter()
             .map(|r| {
                 let p = PredictionRecord {
-                    response: "Yes. The passage says so.".into(),
-                    question: r.question.clone(),
-                    correct_answer: r.correct_answer.clone(),
                     prompt_tokens: 10,
                     completion_tokens: 5,
-                    finish_reason: "stop".into(),
-                    error: None,
+                    ..testkit::prediction(r, "Yes. The passage says so.")
                 };
                 (r.index, serde_json::to_string(&p).unwrap())
             })
@@ -269,15 +266,11 @@ async fn no_secret_reaches_logs_output_status_files_or_redis() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let judge = FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            api_key: Some(OPENAI_KEY.into()),
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let judge = fake_judge::start(FakeConfig {
+        api_key: Some(OPENAI_KEY.into()),
+        ..FakeConfig::default()
+    })
+    .await;
 
     // This process's environment, for the judge worker built from its command line.
     let hf_home = dir.path().join("hf-home");
@@ -312,20 +305,10 @@ async fn no_secret_reaches_logs_output_status_files_or_redis() {
     };
 
     // Submit from the hub (the token is needed: the hub refuses requests without it).
-    let o = conftag(&[
-        "submit",
-        "--model",
-        "org/Secret-Test-1B",
-        "--dataset",
-        "boolq",
-        "--split",
-        "test",
-        "--shard-size",
-        "3",
-        "--judge-mode",
-        "llm",
-        "--json",
-    ]);
+    let from_hub = Submit::new("org/Secret-Test-1B", "boolq")
+        .split("test")
+        .shard_size(3);
+    let o = conftag(&from_hub.clone().judge_mode("llm").json().args());
     let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let job = JobId::parse(created["jobs"][0]["id"].as_str().unwrap()).unwrap();
     assert_eq!(created["jobs"][0]["rows"], 10);
@@ -333,19 +316,7 @@ async fn no_secret_reaches_logs_output_status_files_or_redis() {
     outputs.push(("submit".into(), o));
     outputs.push((
         "submit (json logs, again)".into(),
-        conftag(&[
-            "--log-format",
-            "json",
-            "submit",
-            "--model",
-            "org/Secret-Test-1B",
-            "--dataset",
-            "boolq",
-            "--split",
-            "test",
-            "--shard-size",
-            "3",
-        ]),
+        conftag(&[&["--log-format", "json"], &from_hub.args()[..]].concat()),
     ));
 
     let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
@@ -411,7 +382,7 @@ async fn no_secret_reaches_logs_output_status_files_or_redis() {
     );
 
     let mut files = 0;
-    for entry in walk(&out_dir) {
+    for entry in testkit::files_under(&out_dir) {
         files += 1;
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
@@ -485,17 +456,4 @@ async fn no_secret_reaches_logs_output_status_files_or_redis() {
         .take(5)
         .collect();
     assert!(bad.is_empty(), "in-process logs leak:\n{}", bad.join("\n"));
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::testutil::{RedisServer, ServerTls};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
+use testkit::{output_text as text, samples, RedisServer, ServerTls, Submit};
 
 const PASSWORD: &str = "tls-pw-6e1d93b0";
 
@@ -75,22 +75,6 @@ fn conftag(url: &str, env: &[(&str, &Path)], args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn samples(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/samples")
-        .join(name)
-        .display()
-        .to_string()
-}
-
 /// A TLS-only Redis with a server certificate of `authority` (written under `dir`) and the
 /// test password.
 fn tls_only_server(dir: &Path, authority: &Ca) -> RedisServer {
@@ -106,19 +90,12 @@ fn tls_only_server(dir: &Path, authority: &Ca) -> RedisServer {
     .unwrap()
 }
 
-fn submit_args(data: &str) -> Vec<&str> {
-    vec![
-        "submit",
-        "--model",
-        "m",
-        "--dataset",
-        "boolq",
-        "--split",
-        "test",
-        "--data",
-        data,
-        "--json",
-    ]
+/// `submit` of the BoolQ samples, `--json`.
+fn submit_samples() -> Submit {
+    Submit::new("m", "boolq")
+        .split("test")
+        .data(samples("boolq.jsonl"))
+        .json()
 }
 
 #[test]
@@ -130,11 +107,11 @@ fn submit_and_status_work_over_tls_with_the_ca_and_fail_clearly_without_it() {
     let redis = tls_only_server(d, &authority);
     let url = redis.url();
     assert!(url.starts_with("rediss://"), "{url}");
-    let data = samples("boolq.jsonl");
 
     // With the CA by flag: submit creates the job, status (CA from the environment) shows it.
     let mut args = vec!["--redis-ca-cert", ca_file.to_str().unwrap()];
-    args.extend(submit_args(&data));
+    let submit = submit_samples();
+    args.extend(submit.args());
     let o = conftag(&url, &[], &args);
     assert!(o.status.success(), "{}", text(&o));
     let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -273,8 +250,7 @@ fn mutual_tls_needs_the_client_certificate() {
         ("REDIS_CLIENT_CERT", client_cert.as_path()),
         ("REDIS_CLIENT_KEY", client_key.as_path()),
     ];
-    let data = samples("boolq.jsonl");
-    let o = conftag(&url, &tls, &submit_args(&data));
+    let o = conftag(&url, &tls, &submit_samples().args());
     assert!(o.status.success(), "{}", text(&o));
     let o = conftag(&url, &tls, &["status", "--json"]);
     assert!(o.status.success(), "{}", text(&o));

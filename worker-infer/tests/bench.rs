@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::queue::Queue;
 use common::redis_conn::RedisUrl;
-use common::testutil::RedisServer;
+use testkit::RedisServer;
 
 use support::infer_bin;
 

@@ -50,15 +50,15 @@ use common::keys::JobKeys;
 use common::queue::{Queue, QueueError};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState, StatusDocument};
-use common::testutil::RedisServer;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use testkit::{fake_judge, samples, RedisServer, Submit};
 use worker_judge::fake::{FakeConfig, FakeServer, Fault};
 
 use support::proxy::RedisProxy;
-use support::{conftag, infer_command, samples};
+use support::{conftag, infer_command};
 
 /// First argument that makes this binary a judge worker.
 const INFER_WORKERS: usize = 3;
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(support::JUDGE_CHILD) {
         return support::judge_worker(&args[2..]);
     }
-    support::run_as_test("chaos", &args[1..], || {
+    testkit::harness::run_as_test("chaos", &args[1..], || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
@@ -518,32 +518,18 @@ async fn wait_done(queue: &Queue, fleet: &mut Fleet) -> StatusDocument {
 
 /// Submit the three jobs (one per dataset) of both runs.
 async fn submit(url: &str, data: &[(String, PathBuf)]) {
-    let mut args: Vec<String> = [
-        "submit",
-        "--model",
-        "tiny",
-        "--dataset",
-        &DATASETS.join(","),
-        "--split",
-        "test",
-        "--shard-size",
-        "4",
-        "--max-tokens",
-        "16",
-        // The default --max-attempts (5): a kill or an outage spends an attempt only of the
-        // shards being processed (the look-ahead a killed worker held comes back for free),
-        // and a shard is retried across fault episodes; no shard may fail here.
-        // Dead-lettering is tested in common/tests/queue.rs and tests/preemption.rs.
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // The default --max-attempts (5): a kill or an outage spends an attempt only of the
+    // shards being processed (the look-ahead a killed worker held comes back for free), and
+    // a shard is retried across fault episodes; no shard may fail here. Dead-lettering is
+    // tested in common/tests/queue.rs and tests/preemption.rs.
+    let mut submit = Submit::new("tiny", &DATASETS.join(","))
+        .split("test")
+        .shard_size(4)
+        .max_tokens(16);
     for (d, path) in data {
-        args.push("--data".into());
-        args.push(format!("{d}={}", path.display()));
+        submit = submit.data(format!("{d}={}", path.display()));
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    conftag(url, &args).await.unwrap();
+    conftag(url, &submit.args()).await.unwrap();
 }
 
 async fn export(url: &str, out: &Path) {
@@ -554,20 +540,10 @@ async fn export(url: &str, out: &Path) {
 
 /// Every file under `dir`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_owned());
-            }
-        }
-    }
-    out.sort();
-    out
+    testkit::files_under(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).expect("under dir").to_owned())
+        .collect()
 }
 
 /// Row keys of an exported JSON object file (empty when the file is absent).
@@ -951,9 +927,7 @@ async fn chaos() {
 
     // The reference: the same jobs, no faults, its own Redis and judge server.
     let ref_redis = RedisServer::start().unwrap();
-    let ref_fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), fake_config.clone())
-        .await
-        .unwrap();
+    let ref_fake = fake_judge::start(fake_config.clone()).await;
     let ref_queue = Queue::connect(&RedisUrl::new(ref_redis.url()))
         .await
         .unwrap();
@@ -977,9 +951,7 @@ async fn chaos() {
     let redis = RedisServer::start().unwrap();
     let direct = redis.url();
     let proxy = RedisProxy::start(redis.port()).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), fake_config)
-        .await
-        .unwrap();
+    let fake = fake_judge::start(fake_config).await;
     let queue = Queue::connect(&RedisUrl::new(direct.clone()))
         .await
         .unwrap();

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Some(support::CONFTAG_CHILD) => return support::conftag_command(&args[2..]),
         _ => {}
     }
-    support::run_as_test("demo", &args[1..], || {
+    testkit::harness::run_as_test("demo", &args[1..], || {
         if std::env::var("CONFTAG_SKIP_DEMO").is_ok_and(|v| v == "1") {
             return "SKIPPED (CONFTAG_SKIP_DEMO=1)".into();
         }
@@ -128,7 +128,7 @@ fn demo() {
     );
 
     // Every BoolQ sample row, tagged once, with the seed's confidence tokens.
-    let samples = std::fs::read_to_string(support::samples("boolq.jsonl")).unwrap();
+    let samples = std::fs::read_to_string(testkit::samples("boolq.jsonl")).unwrap();
     let rows = samples.lines().filter(|l| !l.trim().is_empty()).count();
     let judged = demo_dir.join("out/eval/judged");
     let tagged: Vec<_> = walk(&judged)

@@ -2,12 +2,15 @@
 //! Kubernetes, Slurm, systemd, Dockerfiles, scripts, the code in its Markdown) uses
 //! subcommands and flags that the binaries' clap definitions have.
 //!
-//! Extraction, kept simple on purpose:
-//! - YAML: the `entrypoint:`, `command:` and `args:` lists of one mapping form one command line
-//!   (a Kubernetes container's `command` + `args`, a compose service's `entrypoint` +
-//!   `command`); a string form or an item with spaces is also read as shell.
+//! Extraction, on real parsers:
+//! - YAML (`yaml-rust2`, with line marks): the `entrypoint`, `command` and `args` of one
+//!   mapping form one command line (a Kubernetes container's `command` + `args`, a compose
+//!   service's `entrypoint` + `command`); a string value or a block-scalar item (`- |`) is read
+//!   as shell. A file that is not valid YAML is an error.
 //! - everything else (shell, `.sbatch`, Dockerfiles, systemd units, env files): shell words
-//!   with quotes, `\` continuations, `$(…)`, comments, redirections and here-documents.
+//!   (`shell-words`: quotes, `\` continuations, comments), one command per logical line, cut at
+//!   `;`, `&&`, `||`, `|` and `&`; `$(…)` bodies and `sh -c '…'` scripts are read as commands of
+//!   their own; redirections and here-document bodies are skipped.
 //! - Markdown: fenced code blocks and inline code spans only (not prose).
 //! - Python files are skipped (they do not start the binaries).
 //!
@@ -19,6 +22,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Flags and subcommands that other branches of issue #6 add and that the manifests already
 /// use: `--metrics-addr` (all binaries), `conftag monitor`, `conftag-infer --engine openai
@@ -63,319 +68,433 @@ struct Invocation {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shell words
+// Shell: logical lines split by `shell-words`
 
+/// Placeholder for command substitution `n` taken out of a line (its body is read on its
+/// own, unless the placeholder ends up in a comment).
+fn substituted(n: usize) -> String {
+    format!("$__substituted{n}__")
+}
+
+/// The shell commands of `src` (its first line is `first_line`), as words and ends.
 fn shell_tokens(src: &str, first_line: usize) -> Vec<Tok> {
-    let chars: Vec<char> = src.chars().collect();
+    let lines: Vec<&str> = src.split('\n').collect();
     let mut toks = Vec::new();
-    let mut line = first_line;
-    let mut word = String::new();
-    let mut word_line = line;
-    let mut in_word = false;
-    let mut scripts: Vec<String> = Vec::new();
-    let mut heredocs: Vec<(String, bool)> = Vec::new();
     let mut i = 0;
-
-    macro_rules! flush {
-        () => {
-            if in_word {
-                toks.push(Tok::Word {
-                    text: std::mem::take(&mut word),
-                    line: word_line,
-                    scripts: std::mem::take(&mut scripts),
-                });
-                in_word = false;
-            }
-        };
-    }
-    macro_rules! start {
-        () => {
-            if !in_word {
-                in_word = true;
-                word_line = line;
-            }
-        };
-    }
-
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\\' if chars.get(i + 1) == Some(&'\n') => {
-                line += 1;
-                i += 2;
-            }
-            '\\' => {
-                start!();
-                if let Some(&n) = chars.get(i + 1) {
-                    word.push(n);
+    while i < lines.len() {
+        let start = i;
+        // A logical line runs on while a line ends in `\` or a quote is open.
+        let mut chunk = lines[i].to_owned();
+        i += 1;
+        let mut parsed = None;
+        loop {
+            if !continues(&chunk) {
+                let (text, bodies) = take_substitutions(&chunk);
+                if let Ok(words) = shell_words::split(&text) {
+                    parsed = Some((text, bodies, words));
+                    break;
                 }
-                i += 2;
             }
-            ' ' | '\t' | '\r' => {
-                flush!();
-                i += 1;
+            if i >= lines.len() {
+                break;
             }
-            '\n' => {
-                flush!();
+            chunk.push('\n');
+            chunk.push_str(lines[i]);
+            i += 1;
+        }
+        let (text, bodies, words) = parsed.unwrap_or_else(|| {
+            // A quote open to the end (an apostrophe in prose, say): this line alone, with the
+            // quote closed.
+            i = start + 1;
+            let (text, bodies) = take_substitutions(lines[start]);
+            let words = shell_words::split(&format!("{text}'"))
+                .or_else(|_| shell_words::split(&format!("{text}\"")))
+                .unwrap_or_default();
+            (text, bodies, words)
+        });
+        let line = first_line + start;
+        for (n, (offset, body)) in bodies.into_iter().enumerate() {
+            let placeholder = substituted(n);
+            if !words.iter().any(|w| w.contains(&placeholder)) {
+                continue; // in a comment
+            }
+            toks.push(Tok::End);
+            toks.extend(shell_tokens(&body, line + offset));
+            toks.push(Tok::End);
+        }
+        let at = word_lines(&text, line, &words);
+        let mut w = 0;
+        while w < words.len() {
+            let (end_before, word, end_after) = operators(&words[w]);
+            let line = at[w];
+            w += 1;
+            if end_before {
                 toks.push(Tok::End);
-                line += 1;
-                i += 1;
-                // Skip here-document bodies.
-                for (delim, strip_tabs) in std::mem::take(&mut heredocs) {
-                    while i < chars.len() {
-                        let end = chars[i..]
-                            .iter()
-                            .position(|&c| c == '\n')
-                            .map_or(chars.len(), |p| i + p);
-                        let body: String = chars[i..end].iter().collect();
-                        let body = if strip_tabs {
-                            body.trim_start_matches('\t')
-                        } else {
-                            &body
-                        };
-                        i = (end + 1).min(chars.len());
-                        line += 1;
-                        if body.trim_end() == delim {
-                            break;
-                        }
-                    }
-                }
             }
-            '#' if !in_word => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
+            match redirection(word) {
+                Some(Redirection::HereDoc {
+                    delimiter,
+                    strip_tabs,
+                }) => {
+                    let delimiter = match delimiter {
+                        Some(d) => d,
+                        None => target(&words, &mut w, &mut toks),
+                    };
+                    i = skip_here_document(&lines, i, &delimiter, strip_tabs);
                 }
+                Some(Redirection::Bare) => {
+                    target(&words, &mut w, &mut toks);
+                }
+                Some(Redirection::WithTarget) => {}
+                None if word.is_empty() => {}
+                None => toks.push(Tok::Word {
+                    text: word.to_owned(),
+                    line,
+                    scripts: Vec::new(),
+                }),
             }
-            '\'' | '"' => {
-                start!();
-                let quote = c;
-                let mut quoted = String::new();
-                i += 1;
-                while i < chars.len() && chars[i] != quote {
-                    if quote == '"' && chars[i] == '\\' && i + 1 < chars.len() {
-                        i += 1;
-                    }
-                    if chars[i] == '\n' {
-                        line += 1;
-                    }
-                    quoted.push(chars[i]);
-                    i += 1;
-                }
-                i += 1;
-                if quote == '"' {
-                    scripts.extend(substitutions(&quoted));
-                }
-                word.push_str(&quoted);
-            }
-            '$' if matches!(chars.get(i + 1), Some('(') | Some('{')) => {
-                start!();
-                let (open, close) = if chars[i + 1] == '(' {
-                    ('(', ')')
-                } else {
-                    ('{', '}')
-                };
-                let begin = i;
-                let mut depth = 0;
-                while i < chars.len() {
-                    if chars[i] == open {
-                        depth += 1;
-                    } else if chars[i] == close {
-                        depth -= 1;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else if chars[i] == '\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                let text: String = chars[begin..(i + 1).min(chars.len())].iter().collect();
-                scripts.extend(substitutions(&text));
-                word.push_str(&text);
-                i += 1;
-            }
-            '`' => {
-                flush!();
-                let begin = i + 1;
-                i += 1;
-                while i < chars.len() && chars[i] != '`' {
-                    i += 1;
-                }
-                let inner: String = chars[begin..i.min(chars.len())].iter().collect();
+            if end_after {
                 toks.push(Tok::End);
-                toks.extend(shell_tokens(&inner, line));
-                toks.push(Tok::End);
-                line += inner.matches('\n').count();
-                i += 1;
-            }
-            ';' | '&' | '|' | '(' | ')' => {
-                flush!();
-                toks.push(Tok::End);
-                i += 1;
-            }
-            '<' | '>' => {
-                // A redirection: drop a file-descriptor number before it and the target after.
-                if in_word && word.chars().all(|c| c.is_ascii_digit()) {
-                    word.clear();
-                    in_word = false;
-                }
-                flush!();
-                let mut op = String::new();
-                while i < chars.len() && matches!(chars[i], '<' | '>' | '&' | '-') {
-                    op.push(chars[i]);
-                    i += 1;
-                }
-                while i < chars.len() && matches!(chars[i], ' ' | '\t') {
-                    i += 1;
-                }
-                let begin = i;
-                while i < chars.len() && !chars[i].is_whitespace() && !";|&()".contains(chars[i]) {
-                    i += 1;
-                }
-                let target: String = chars[begin..i].iter().collect();
-                if op.starts_with("<<") && !op.starts_with("<<<") {
-                    let delim = target.trim_matches(|c| c == '\'' || c == '"').to_string();
-                    heredocs.push((delim, op.ends_with('-')));
-                }
-            }
-            _ => {
-                start!();
-                word.push(c);
-                i += 1;
             }
         }
-    }
-    if in_word {
-        toks.push(Tok::Word {
-            text: word,
-            line: word_line,
-            scripts,
-        });
+        toks.push(Tok::End);
     }
     toks
 }
 
-// ---------------------------------------------------------------------------------------------
-// YAML (line based: block and flow lists under command/args/entrypoint)
-
-fn strip_yaml_comment(line: &str) -> &str {
-    let (mut sq, mut dq) = (false, false);
-    let mut prev = ' ';
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !dq => sq = !sq,
-            '"' if !sq => dq = !dq,
-            '#' if !sq && !dq && prev.is_whitespace() => return &line[..i],
-            _ => {}
-        }
-        prev = c;
+/// The word after a bare redirection operator (`> FILE`, `<< EOF`), taken; a control
+/// operator glued to it still ends the command.
+fn target(words: &[String], w: &mut usize, toks: &mut Vec<Tok>) -> String {
+    let Some(word) = words.get(*w) else {
+        return String::new();
+    };
+    *w += 1;
+    let (_, target, end_after) = operators(word);
+    if end_after {
+        toks.push(Tok::End);
     }
-    line
+    target.to_owned()
 }
 
-fn unquote(s: &str) -> String {
-    let s = s.trim();
-    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-        s[1..s.len() - 1].replace("\\\"", "\"")
-    } else if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
-        s[1..s.len() - 1].replace("''", "'")
-    } else {
-        s.to_string()
-    }
+/// Whether a line ends in an unescaped `\` (the command goes on on the next line).
+fn continues(chunk: &str) -> bool {
+    let trailing = chunk.len() - chunk.trim_end_matches('\\').len();
+    trailing % 2 == 1
 }
 
-fn flow_items(s: &str) -> Vec<String> {
-    let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
-    let (mut items, mut cur) = (Vec::new(), String::new());
-    let (mut sq, mut dq) = (false, false);
-    for c in inner.chars() {
-        match c {
-            '\'' if !dq => sq = !sq,
-            '"' if !sq => dq = !dq,
-            ',' if !sq && !dq => {
-                items.push(unquote(&cur));
-                cur.clear();
-                continue;
+/// `text` with every `$(…)` and `` `…` `` replaced by a [`substituted`] placeholder, and the bodies taken
+/// out, each with the number of lines before it.
+fn take_substitutions(text: &str) -> (String, Vec<(usize, String)>) {
+    let mut out = String::new();
+    let mut bodies = Vec::new();
+    let mut rest = text;
+    loop {
+        let dollar = rest.find("$(");
+        let tick = rest.find('`');
+        let (p, body_start, close): (usize, usize, Option<usize>) = match (dollar, tick) {
+            (Some(d), t) if t.is_none_or(|t| d < t) => {
+                let body = &rest[d + 2..];
+                let mut depth = 1;
+                let end = body.char_indices().find_map(|(i, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    (depth == 0).then_some(i)
+                });
+                (d, d + 2, end.map(|e| d + 2 + e))
             }
-            _ => {}
-        }
-        cur.push(c);
+            (_, Some(t)) => (t, t + 1, rest[t + 1..].find('`').map(|e| t + 1 + e)),
+            _ => break,
+        };
+        let Some(close) = close else { break };
+        out.push_str(&rest[..p]);
+        out.push_str(&substituted(bodies.len()));
+        let lines_before = text[..text.len() - rest.len() + p].matches('\n').count();
+        bodies.push((lines_before, rest[body_start..close].to_owned()));
+        rest = &rest[close + 1..];
     }
-    if !cur.trim().is_empty() {
-        items.push(unquote(&cur));
-    }
-    items
+    out.push_str(rest);
+    (out, bodies)
 }
 
-struct YamlLine<'a> {
-    indent: usize,
-    /// Column of the key (after a `- ` marker), and the key and value.
-    key: Option<(usize, &'a str, &'a str)>,
-    item: Option<&'a str>,
-    is_item: bool,
+/// The line each word starts on: where it (or, quoted, its text) next appears in `text`.
+fn word_lines(text: &str, first_line: usize, words: &[String]) -> Vec<usize> {
+    let mut cursor = 0;
+    words
+        .iter()
+        .map(|w| {
+            let found = text[cursor..].find(w.as_str()).filter(|_| !w.is_empty());
+            if let Some(p) = found {
+                cursor += p;
+            }
+            let line = first_line + text[..cursor].matches('\n').count();
+            if found.is_some() {
+                cursor += w.len();
+            }
+            line
+        })
+        .collect()
 }
 
-fn yaml_line(raw: &str) -> Option<YamlLine<'_>> {
-    let line = strip_yaml_comment(raw).trim_end();
-    let body = line.trim_start();
-    if body.is_empty() {
+enum Redirection {
+    /// `>`, `2>`, `<`: the next word is the target.
+    Bare,
+    /// `2>/dev/null`, `>&2`, `2>&1`.
+    WithTarget,
+    /// `<<EOF`, `<<-EOF`, `<< 'EOF'` (`None`: the next word).
+    HereDoc {
+        delimiter: Option<String>,
+        strip_tabs: bool,
+    },
+}
+
+/// A word that is a redirection (shell-words leaves operators in the words).
+fn redirection(word: &str) -> Option<Redirection> {
+    let op_start = word.trim_start_matches(|c: char| c.is_ascii_digit() || c == '&');
+    if !op_start.starts_with(['<', '>']) {
         return None;
     }
-    let indent = line.len() - body.len();
-    let (is_item, rest, col) = if body == "-" {
-        (true, "", indent + 1)
-    } else if let Some(r) = body.strip_prefix("- ") {
-        let r2 = r.trim_start();
-        (true, r2, indent + 2 + (r.len() - r2.len()))
+    if let Some(rest) = op_start.strip_prefix("<<") {
+        if !rest.starts_with('<') {
+            let (strip_tabs, delim) = match rest.strip_prefix('-') {
+                Some(d) => (true, d),
+                None => (false, rest),
+            };
+            return Some(Redirection::HereDoc {
+                delimiter: (!delim.is_empty()).then(|| delim.to_owned()),
+                strip_tabs,
+            });
+        }
+    }
+    let target = op_start.trim_start_matches(['<', '>', '&', '|']);
+    Some(if target.is_empty() {
+        Redirection::Bare
     } else {
-        (false, body, indent)
-    };
-    let key = rest.find(':').and_then(|p| {
-        let k = &rest[..p];
-        let after = &rest[p + 1..];
-        let plain = !k.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-./<".contains(c));
-        (plain && (after.is_empty() || after.starts_with(' '))).then(|| (col, k, after.trim()))
-    });
-    Some(YamlLine {
-        indent,
-        key,
-        item: is_item.then_some(rest),
-        is_item,
+        Redirection::WithTarget
     })
 }
 
-/// Block scalar lines (`|`, `>-`, …) after line `i`: more indented than `parent`.
-fn block_scalar(lines: &[&str], mut i: usize, parent: usize) -> (String, usize) {
-    let mut out = Vec::new();
-    let mut min = usize::MAX;
+/// The line after the here-document that starts at line `i` and ends at `delimiter`.
+fn skip_here_document(lines: &[&str], mut i: usize, delimiter: &str, strip_tabs: bool) -> usize {
     while i < lines.len() {
-        let l = lines[i];
-        if !l.trim().is_empty() {
-            let ind = l.len() - l.trim_start().len();
-            if ind <= parent {
-                break;
-            }
-            min = min.min(ind);
-        }
-        out.push(l);
+        let body = if strip_tabs {
+            lines[i].trim_start_matches('\t')
+        } else {
+            lines[i]
+        };
         i += 1;
+        if body.trim_end() == delimiter {
+            break;
+        }
     }
-    let text = out
-        .iter()
-        .map(|l| if l.len() >= min { &l[min..] } else { l.trim() })
-        .collect::<Vec<_>>()
-        .join("\n");
-    (text, i)
+    i
 }
 
-struct ListRec {
-    key: String,
-    col: usize,
-    mapping: usize,
-    line: usize,
-    toks: Vec<Tok>,
+/// A word cut at the control operators shell-words leaves in it (`a;`, `&&`, `(cd`, `x)`):
+/// whether a command ends before it, what is left of it, and whether one ends after it.
+fn operators(word: &str) -> (bool, &str, bool) {
+    if matches!(
+        word,
+        ";" | "&&" | "||" | "|" | "&" | "(" | ")" | "{" | "}" | ";;" | "!"
+    ) {
+        return (true, "", false);
+    }
+    let (end_before, mut w) = match word.strip_prefix('(') {
+        Some(inner) => (true, inner),
+        None => (false, word),
+    };
+    let mut end_after = false;
+    for op in [";;", ";", "&&", "||", "|", "&"] {
+        if let Some(inner) = w.strip_suffix(op) {
+            w = inner;
+            end_after = true;
+            break;
+        }
+    }
+    if !w.contains('(') {
+        if let Some(inner) = w.strip_suffix(')') {
+            w = inner;
+            end_after = true;
+        }
+    }
+    (end_before, w, end_after)
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML: `yaml-rust2` events into a tree with line numbers
+
+#[derive(Debug)]
+enum Node {
+    Scalar {
+        text: String,
+        line: usize,
+        /// A block scalar (`|`, `>`): a script.
+        block: bool,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+    /// Aliases (`*x`) are not followed.
+    Alias,
+}
+
+impl Node {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Frame {
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>, Option<Node>),
+}
+
+/// Builds the documents of a YAML stream from the parser's events.
+#[derive(Debug, Default)]
+struct TreeBuilder {
+    stack: Vec<Frame>,
+    docs: Vec<Node>,
+}
+
+impl TreeBuilder {
+    fn add(&mut self, node: Node) {
+        match self.stack.last_mut() {
+            None => self.docs.push(node),
+            Some(Frame::Seq(items)) => items.push(node),
+            Some(Frame::Map(entries, key)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for TreeBuilder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(text, style, ..) => self.add(Node::Scalar {
+                text,
+                line: mark.line(),
+                block: matches!(style, TScalarStyle::Literal | TScalarStyle::Folded),
+            }),
+            Event::Alias(_) => self.add(Node::Alias),
+            Event::SequenceStart(..) => self.stack.push(Frame::Seq(Vec::new())),
+            Event::MappingStart(..) => self.stack.push(Frame::Map(Vec::new(), None)),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let node = match self.stack.pop() {
+                    Some(Frame::Seq(items)) => Node::Seq(items),
+                    Some(Frame::Map(entries, _)) => Node::Map(entries),
+                    None => return,
+                };
+                self.add(node);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The shell tokens of one `entrypoint`/`command`/`args` value; `line` maps a line of the YAML
+/// text to a line of the file.
+fn value_tokens(value: &Node, line: &impl Fn(usize) -> usize) -> Vec<Tok> {
+    // `$(VAR)` in a Kubernetes argument is read as a command, like any substitution.
+    let word = |text: &str, at: usize| Tok::Word {
+        scripts: take_substitutions(text)
+            .1
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect(),
+        text: text.to_owned(),
+        line: at,
+    };
+    match value {
+        // A string, or a block scalar (whose mark is its first line of text): shell.
+        Node::Scalar { text, line: l, .. } => shell_tokens(text, line(*l)),
+        Node::Seq(items) => items
+            .iter()
+            .filter_map(|item| match item {
+                // A script item (`- |`): read it as shell.
+                Node::Scalar {
+                    text,
+                    line: l,
+                    block: true,
+                } => Some(Tok::Word {
+                    text: text.clone(),
+                    line: line(*l),
+                    scripts: vec![text.clone()],
+                }),
+                Node::Scalar { text, line: l, .. } => Some(word(text, line(*l))),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One command line per mapping (entrypoint, then command, then args), in every mapping of
+/// the tree.
+fn scan_yaml_node(
+    node: &Node,
+    file: &str,
+    line: &impl Fn(usize) -> usize,
+    out: &mut Vec<Invocation>,
+    errors: &mut Vec<String>,
+) {
+    match node {
+        Node::Seq(items) => {
+            for item in items {
+                scan_yaml_node(item, file, line, out, errors);
+            }
+        }
+        Node::Map(entries) => {
+            let get = |name: &str| {
+                entries
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(name))
+                    .map(|(k, v)| (k, v))
+            };
+            let image = get("image")
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            let parts: Vec<(&str, &Node, &Node)> = ["entrypoint", "command", "args"]
+                .into_iter()
+                .filter_map(|name| get(name).map(|(k, v)| (name, k, v)))
+                .collect();
+            if let Some((_, first_key, _)) = parts.first() {
+                let toks: Vec<Tok> = parts
+                    .iter()
+                    .flat_map(|(_, _, v)| value_tokens(v, line))
+                    .collect();
+                let before = out.len();
+                find_invocations(&toks, file, out);
+                let found_here = out.len() > before;
+                let has_flags = toks
+                    .iter()
+                    .any(|t| matches!(t, Tok::Word { text, .. } if text.starts_with("--")));
+                if !found_here
+                    && has_flags
+                    && (image.contains("conftag")
+                        || (image.is_empty() && parts.iter().all(|(n, ..)| *n == "args")))
+                {
+                    let at = match first_key {
+                        Node::Scalar { line: l, .. } => line(*l),
+                        _ => 0,
+                    };
+                    errors.push(format!(
+                        "{file}:{at}: flags without the binary that takes them (image `{image}`): name it in `command:`/`entrypoint:` so they can be checked"
+                    ));
+                }
+            }
+            for (_, v) in entries {
+                scan_yaml_node(v, file, line, out, errors);
+            }
+        }
+        Node::Scalar { .. } | Node::Alias => {}
+    }
 }
 
 fn scan_yaml(
@@ -385,138 +504,18 @@ fn scan_yaml(
     out: &mut Vec<Invocation>,
     errors: &mut Vec<String>,
 ) {
-    let lines: Vec<&str> = text.lines().collect();
-    let parsed: Vec<Option<YamlLine>> = lines.iter().map(|l| yaml_line(l)).collect();
-    // The mapping a key at column `col` on line `i` belongs to: the line that opens it.
-    let mapping_of = |i: usize, col: usize| -> usize {
-        if let Some(Some(l)) = parsed.get(i) {
-            if l.is_item && l.key.map(|k| k.0) == Some(col) {
-                return i;
-            }
-        }
-        for j in (0..i).rev() {
-            if let Some(l) = &parsed[j] {
-                if l.indent < col {
-                    return j;
-                }
-            }
-        }
-        usize::MAX
-    };
-    let mut lists: Vec<ListRec> = Vec::new();
-    let mut images: BTreeMap<(usize, usize), String> = BTreeMap::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let Some(Some(l)) = parsed.get(i) else {
-            i += 1;
-            continue;
-        };
-        let Some((col, key, value)) = l.key else {
-            i += 1;
-            continue;
-        };
-        let lineno = first_line + i;
-        if key == "image" {
-            images.insert((col, mapping_of(i, col)), unquote(value));
-        }
-        if !matches!(key, "command" | "args" | "entrypoint") {
-            i += 1;
-            continue;
-        }
-        let mapping = mapping_of(i, col);
-        let mut toks = Vec::new();
-        let word = |text: String, line: usize| Tok::Word {
-            scripts: substitutions(&text),
-            text,
-            line,
-        };
-        i += 1;
-        if value.starts_with('[') {
-            let mut flow = value.to_string();
-            while !flow.trim_end().ends_with(']') && i < lines.len() {
-                flow.push(' ');
-                flow.push_str(strip_yaml_comment(lines[i]).trim());
-                i += 1;
-            }
-            toks.extend(flow_items(&flow).into_iter().map(|t| word(t, lineno)));
-        } else if value.starts_with('|') || value.starts_with('>') {
-            let (body, next) = block_scalar(&lines, i, col);
-            toks.extend(shell_tokens(&body, lineno + 1));
-            i = next;
-        } else if !value.is_empty() {
-            toks.extend(shell_tokens(&unquote(value), lineno));
-        } else {
-            // A block list: items at this column or deeper.
-            while i < lines.len() {
-                let Some(Some(item)) = parsed.get(i) else {
-                    i += 1;
-                    continue;
-                };
-                if item.indent < col || (!item.is_item && item.indent == col) {
-                    break;
-                }
-                let ln = first_line + i;
-                i += 1;
-                let Some(v) = item.item else {
-                    // A continuation of a plain multi-line item.
-                    if let Some(Tok::Word { text, .. }) = toks.last_mut() {
-                        text.push(' ');
-                        text.push_str(strip_yaml_comment(lines[i - 1]).trim());
-                    }
-                    continue;
-                };
-                if v.starts_with('|') || v.starts_with('>') {
-                    let (body, next) = block_scalar(&lines, i, item.indent);
-                    // A script item (`- |`): read it as shell.
-                    toks.push(Tok::Word {
-                        text: body.clone(),
-                        line: ln + 1,
-                        scripts: vec![body],
-                    });
-                    i = next;
-                } else {
-                    toks.push(word(unquote(v), ln));
-                }
-            }
-        }
-        lists.push(ListRec {
-            key: key.to_string(),
-            col,
-            mapping,
-            line: lineno,
-            toks,
-        });
+    let mut tree = TreeBuilder::default();
+    if let Err(e) = Parser::new_from_str(text).load(&mut tree, true) {
+        errors.push(format!(
+            "{file}:{}: not valid YAML: {}",
+            first_line + e.marker().line().saturating_sub(1),
+            e.info()
+        ));
+        return;
     }
-
-    // One command line per mapping: entrypoint, then command, then args.
-    let mut groups: BTreeMap<(usize, usize), Vec<&ListRec>> = BTreeMap::new();
-    for rec in &lists {
-        groups.entry((rec.col, rec.mapping)).or_default().push(rec);
-    }
-    for (at, mut recs) in groups {
-        recs.sort_by_key(|r| match r.key.as_str() {
-            "entrypoint" => 0,
-            "command" => 1,
-            _ => 2,
-        });
-        let toks: Vec<Tok> = recs.iter().flat_map(|r| r.toks.iter().cloned()).collect();
-        let before = out.len();
-        find_invocations(&toks, file, out);
-        let found_here = out.len() > before;
-        let image = images.get(&at).cloned().unwrap_or_default();
-        let has_flags = toks
-            .iter()
-            .any(|t| matches!(t, Tok::Word { text, .. } if text.starts_with("--")));
-        if !found_here
-            && has_flags
-            && (image.contains("conftag")
-                || (image.is_empty() && recs.iter().all(|r| r.key == "args")))
-        {
-            errors.push(format!(
-                "{file}:{}: flags without the binary that takes them (image `{image}`): name it in `command:`/`entrypoint:` so they can be checked",
-                recs[0].line
-            ));
-        }
+    let line = |l: usize| first_line + l.saturating_sub(1);
+    for doc in &tree.docs {
+        scan_yaml_node(doc, file, &line, out, errors);
     }
 }
 
@@ -564,33 +563,6 @@ fn scan_markdown(text: &str, file: &str, out: &mut Vec<Invocation>, errors: &mut
 
 // ---------------------------------------------------------------------------------------------
 // Invocations
-
-/// The bodies of the `$(…)` command substitutions in a word.
-fn substitutions(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(p) = rest.find("$(") {
-        let body = &rest[p + 2..];
-        let mut depth = 1;
-        let mut end = body.len();
-        for (i, c) in body.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = i;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        out.push(body[..end].to_string());
-        rest = &body[end.min(body.len())..];
-    }
-    out
-}
 
 fn clean(word: &str) -> String {
     word.trim_start_matches(['"', '\'', '`', '[', '{', '('])
@@ -999,6 +971,35 @@ fn a_wrong_flag_fails_with_file_and_flag() {
     );
     assert!(
         errors.len() == 1 && errors[0].contains("statsu"),
+        "{errors:?}"
+    );
+
+    // In a command substitution, unquoted, after a here-document that is not read.
+    let (_, errors) = check_text(
+        "x.sh",
+        "cat <<EOF\nconftag --in-heredoc\nEOF\nn=$(conftag status --jsn | wc -l)\n",
+    );
+    assert!(
+        errors.len() == 1 && errors[0].starts_with("x.sh:4:") && errors[0].contains("--jsn"),
+        "{errors:?}"
+    );
+
+    // A block-scalar script in YAML, with its line.
+    let (_, errors) = check_text(
+        "job.yaml",
+        "spec:\n  command:\n    - /bin/sh\n    - |\n      set -e\n      conftag-judge \\\n        --bogus 1\n",
+    );
+    assert!(
+        errors.len() == 1 && errors[0].starts_with("job.yaml:7:") && errors[0].contains("--bogus"),
+        "{errors:?}"
+    );
+
+    // A manifest the YAML parser refuses is an error, not a file silently skipped.
+    let (_, errors) = check_text("bad.yaml", "a: [1, 2\nb: c\n");
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("bad.yaml:")
+            && errors[0].contains("not valid YAML"),
         "{errors:?}"
     );
 

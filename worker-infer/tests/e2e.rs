@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use common::queue::Queue;
 use common::redis_conn::RedisUrl;
 use common::status;
-use common::testutil::RedisServer;
-use worker_judge::fake::{FakeConfig, FakeServer};
+use testkit::{fake_judge, samples, RedisServer, Submit};
+use worker_judge::fake::FakeConfig;
 use worker_judge::openai::{ClientConfig, OpenAiClient};
 
-use support::{conftag, infer_command, samples};
+use support::{conftag, infer_command};
 
 fn infer_worker(redis: &str, model_dir: &Path, hf_home: &Path, id: &str) -> Child {
     infer_command(redis, model_dir, hf_home, id)
@@ -41,28 +41,13 @@ async fn submit_infer_with_a_kill_judge_and_export() {
 
     let boolq = format!("boolq={}", samples("boolq.jsonl").display());
     let medqa = format!("medqa={}", samples("medqa.jsonl").display());
-    conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "tiny",
-            "--dataset",
-            "boolq,medqa",
-            "--split",
-            "test",
-            "--data",
-            &boolq,
-            "--data",
-            &medqa,
-            "--shard-size",
-            "2",
-            "--max-tokens",
-            "24",
-        ],
-    )
-    .await
-    .unwrap();
+    let submit = Submit::new("tiny", "boolq,medqa")
+        .split("test")
+        .data(&boolq)
+        .data(&medqa)
+        .shard_size(2)
+        .max_tokens(24);
+    conftag(&url, &submit.args()).await.unwrap();
     let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
     let jobs = queue.job_ids().await.unwrap();
     assert_eq!(jobs.len(), 2);
@@ -99,9 +84,7 @@ async fn submit_infer_with_a_kill_judge_and_export() {
     assert!(second.wait().unwrap().success());
 
     // Judge against the fake OpenAI-compatible server over HTTP.
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let fake = fake_judge::start(FakeConfig::default()).await;
     let client = OpenAiClient::new(ClientConfig::new(fake.base_url(), None, "")).unwrap();
     support::judge_all(&queue, Some(client)).await;
 
@@ -208,26 +191,12 @@ async fn status_shows_an_infer_workers_rate_against_its_gpu_ceiling() {
     let shape = worker_infer::tiny_model::TinyShape::default();
     worker_infer::tiny_model::write_tiny_model(&model_dir, shape, 7).unwrap();
     let boolq = format!("boolq={}", samples("boolq.jsonl").display());
-    conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "tiny",
-            "--dataset",
-            "boolq",
-            "--split",
-            "test",
-            "--data",
-            &boolq,
-            "--shard-size",
-            "1",
-            "--max-tokens",
-            "16",
-        ],
-    )
-    .await
-    .unwrap();
+    let submit = Submit::new("tiny", "boolq")
+        .split("test")
+        .data(&boolq)
+        .shard_size(1)
+        .max_tokens(16);
+    conftag(&url, &submit.args()).await.unwrap();
     let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
     let gpu = "NVIDIA H100 80GB HBM3";
     let mut worker = infer_command(&url, &model_dir, tmp.path(), "infer-roofline")
@@ -295,22 +264,11 @@ async fn a_dataset_spec_file_runs_end_to_end() {
     let model_dir = tmp.path().join("tiny");
     worker_infer::tiny_model::write_tiny_model(&model_dir, Default::default(), 7).unwrap();
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/specs/numqa.toml");
-    conftag(
-        &url,
-        &[
-            "submit",
-            "--model",
-            "tiny",
-            "--dataset-spec",
-            spec.to_str().unwrap(),
-            "--split",
-            "test",
-            "--shard-size",
-            "4",
-        ],
-    )
-    .await
-    .unwrap();
+    let submit = Submit::model("tiny")
+        .dataset_spec(&spec)
+        .split("test")
+        .shard_size(4);
+    conftag(&url, &submit.args()).await.unwrap();
     let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
     let jobs = queue.job_ids().await.unwrap();
     assert_eq!(jobs.len(), 1);
@@ -319,9 +277,7 @@ async fn a_dataset_spec_file_runs_end_to_end() {
 
     let mut worker = infer_worker(&url, &model_dir, tmp.path(), "infer-numqa");
     assert!(worker.wait().unwrap().success());
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let fake = fake_judge::start(FakeConfig::default()).await;
     let client = OpenAiClient::new(ClientConfig::new(fake.base_url(), None, "")).unwrap();
     support::judge_all(&queue, Some(client)).await;
 

@@ -4,7 +4,6 @@
 //! 429s and 5xx retried, prompts past the server's context recorded as row errors, and clear
 //! errors for a wrong URL, model or key.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,50 +14,21 @@ use common::job::PromptMode;
 use common::queue::{Queue, Stage};
 use common::redis_conn::RedisUrl;
 use common::status;
-use common::testutil::{free_port, RedisServer};
 use common::worker::WorkerConfig;
+use testkit::{fake_judge, free_port, samples, RedisServer, Submit};
 use tokio_util::sync::CancellationToken;
 use worker_infer::openai_engine::{OpenAiEngine, OpenAiEngineOptions};
 use worker_judge::fake::{fake_answer, FakeConfig, FakeServer};
 
 const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
 
-fn samples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/samples")
-        .join(name)
-}
-
 async fn fake(max_context: usize) -> FakeServer {
-    FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            served_models: vec![MODEL.into()],
-            max_context,
-            ..FakeConfig::default()
-        },
-    )
+    fake_judge::start(FakeConfig {
+        served_models: vec![MODEL.into()],
+        max_context,
+        ..FakeConfig::default()
+    })
     .await
-    .unwrap()
-}
-
-async fn set_fault(server: &FakeServer, fault: &str, count: u64) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/admin/faults", server.addr))
-        .json(&serde_json::json!({"fault": fault, "count": count}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
-async fn stats(server: &FakeServer) -> serde_json::Value {
-    reqwest::get(format!("http://{}/admin/stats", server.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn options(server: &FakeServer) -> OpenAiEngineOptions {
@@ -89,33 +59,18 @@ async fn a_job_runs_through_an_external_server_with_rate_limits_and_context_erro
     // MATH problems do.
     let server = fake(50).await;
     let max_tokens = 6usize;
-    let mut argv = vec!["conftag", "--redis-url", &url, "submit", "--model", MODEL];
-    let boolq = format!("boolq={}", samples("boolq.jsonl").display());
-    let medqa = format!("medqa={}", samples("medqa.jsonl").display());
-    let math = format!("math={}", samples("math.jsonl").display());
-    let max = max_tokens.to_string();
-    argv.extend([
-        "--dataset",
-        "boolq,medqa,math",
-        "--split",
-        "test",
-        "--data",
-        &boolq,
-        "--data",
-        &medqa,
-        "--data",
-        &math,
-        "--shard-size",
-        "3",
-        "--max-tokens",
-        &max,
-    ]);
+    let mut submit = Submit::new(MODEL, "boolq,medqa,math").split("test");
+    for d in ["boolq", "medqa", "math"] {
+        submit = submit.data(format!("{d}={}", samples(&format!("{d}.jsonl")).display()));
+    }
+    let submit = submit.shard_size(3).max_tokens(max_tokens as u64);
+    let argv = [&["conftag", "--redis-url", &url], &submit.args()[..]].concat();
     coordinator::run(coordinator::cli::Cli::try_parse_from(argv).unwrap())
         .await
         .unwrap();
 
     // The first requests are rate limited (429 + retry-after): they are waited out, not lost.
-    set_fault(&server, "rate_limit", 3).await;
+    fake_judge::set_fault(&server, "rate_limit", 3).await;
     let engine = OpenAiEngine::connect(options(&server)).await.unwrap();
     let queue = Queue::connect(&RedisUrl::new(url.clone())).await.unwrap();
     let mut cfg = WorkerConfig::new(Stage::Infer);
@@ -166,7 +121,7 @@ async fn a_job_runs_through_an_external_server_with_rate_limits_and_context_erro
         ok_rows > 0 && error_rows > 0,
         "{ok_rows} ok, {error_rows} errors"
     );
-    let s = stats(&server).await;
+    let s = fake_judge::stats(&server).await;
     assert!(s["faults"].as_u64().unwrap() >= 3, "{s}");
     // Rows of several shards were at the server together (the batch stays full).
     assert!(s["max_completions_in_flight"].as_u64().unwrap() > 3, "{s}");
@@ -180,11 +135,11 @@ async fn server_errors_are_retried_then_fail_the_attempt_and_chat_mode_works() {
     let engine = OpenAiEngine::connect(o).await.unwrap();
     let prompt = common::prompt::boolq("The sky is blue.", "is the sky blue");
 
-    set_fault(&server, "server_error", 2).await;
+    fake_judge::set_fault(&server, "server_error", 2).await;
     let g = engine.generate(&prompt, PromptMode::Raw, 16).await.unwrap();
     assert_eq!(g.text, expected(&prompt, 16).0);
 
-    set_fault(&server, "server_error", 0).await;
+    fake_judge::set_fault(&server, "server_error", 0).await;
     let e = engine
         .generate(&prompt, PromptMode::Raw, 16)
         .await
@@ -196,7 +151,7 @@ async fn server_errors_are_retried_then_fail_the_attempt_and_chat_mode_works() {
     );
     // The last attempt's failure is the cause, not a string in the message.
     assert!(std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("HTTP 500")));
-    set_fault(&server, "garbage", 1).await;
+    fake_judge::set_fault(&server, "garbage", 1).await;
     reqwest::Client::new()
         .delete(format!("http://{}/admin/faults", server.addr))
         .send()
@@ -239,16 +194,12 @@ async fn a_wrong_url_model_or_key_is_a_clear_error_before_any_lease() {
         .to_string();
     assert!(e.contains("http(s) URL"), "{e}");
 
-    let locked = FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            api_key: Some("sk-engine-secret-7731".into()),
-            served_models: vec![MODEL.into()],
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let locked = fake_judge::start(FakeConfig {
+        api_key: Some("sk-engine-secret-7731".into()),
+        served_models: vec![MODEL.into()],
+        ..FakeConfig::default()
+    })
+    .await;
     let e = OpenAiEngine::connect(OpenAiEngineOptions::new(locked.base_url(), MODEL))
         .await
         .unwrap_err()
@@ -308,23 +259,11 @@ async fn the_worker_process_serves_metrics_that_match_the_status() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let server = fake(4096).await;
-    let boolq = format!("boolq={}", samples("boolq.jsonl").display());
-    let argv = [
-        "conftag",
-        "--redis-url",
-        &url,
-        "submit",
-        "--model",
-        MODEL,
-        "--dataset",
-        "boolq",
-        "--split",
-        "test",
-        "--data",
-        &boolq,
-        "--shard-size",
-        "2",
-    ];
+    let submit = Submit::new(MODEL, "boolq")
+        .split("test")
+        .data(format!("boolq={}", samples("boolq.jsonl").display()))
+        .shard_size(2);
+    let argv = [&["conftag", "--redis-url", &url], &submit.args()[..]].concat();
     coordinator::run(coordinator::cli::Cli::try_parse_from(argv).unwrap())
         .await
         .unwrap();
@@ -348,11 +287,11 @@ async fn the_worker_process_serves_metrics_that_match_the_status() {
         assert!(std::time::Instant::now() < deadline, "rows never inferred");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let text = common::testutil::scrape_metrics(addr).unwrap();
+    let text = testkit::metrics::scrape_metrics(addr).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let infer = [("stage", "infer")];
-    let value = |name: &str| common::testutil::metric_value(&text, name, &infer);
+    let value = |name: &str| testkit::metrics::metric_value(&text, name, &infer);
     assert_eq!(
         value("conftag_infer_rows_total"),
         Some(job.rows as f64),

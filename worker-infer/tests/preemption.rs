@@ -23,11 +23,11 @@ use common::keys::JobKeys;
 use common::queue::Queue;
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState, JobStatus};
-use common::testutil::RedisServer;
 use serde_json::{json, Value};
+use testkit::{fake_judge, samples, RedisServer, Submit};
 use worker_judge::fake::{FakeConfig, FakeServer};
 
-use support::{conftag, infer_bin, judge_all, samples};
+use support::{conftag, infer_bin, judge_all};
 
 const MODEL: &str = "tiny";
 /// `conftag submit`'s default `--max-attempts`.
@@ -35,16 +35,12 @@ const DEFAULT_MAX_ATTEMPTS: u64 = 5;
 
 /// The fake server as the inference engine: every row takes `latency`.
 async fn fake_engine(latency: Duration) -> FakeServer {
-    FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            latency,
-            served_models: vec![MODEL.into()],
-            ..FakeConfig::default()
-        },
-    )
+    fake_judge::start(FakeConfig {
+        latency,
+        served_models: vec![MODEL.into()],
+        ..FakeConfig::default()
+    })
     .await
-    .unwrap()
 }
 
 /// A `conftag-infer` process on the fake engine, one request at a time, 3 s leases.
@@ -86,28 +82,13 @@ fn write_rows(dir: &Path, n: usize) -> PathBuf {
 /// Submit `rows` BoolQ rows in shards of 2, judged by rules, with the default attempts.
 async fn submit(url: &str, dir: &Path, rows: usize) -> JobId {
     let data = format!("boolq={}", write_rows(dir, rows).display());
-    conftag(
-        url,
-        &[
-            "submit",
-            "--model",
-            MODEL,
-            "--dataset",
-            "boolq",
-            "--split",
-            "test",
-            "--data",
-            &data,
-            "--shard-size",
-            "2",
-            "--max-tokens",
-            "24",
-            "--judge-mode",
-            "rules",
-        ],
-    )
-    .await
-    .unwrap();
+    let submit = Submit::new(MODEL, "boolq")
+        .split("test")
+        .data(&data)
+        .shard_size(2)
+        .max_tokens(24)
+        .judge_mode("rules");
+    conftag(url, &submit.args()).await.unwrap();
     let queue = Queue::connect(&RedisUrl::new(url.to_owned()))
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use common::testutil::RedisServer;
+use testkit::{output_text as text, RedisServer};
 
 fn judge(redis_url: &str, base_url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_conftag-judge"))
@@ -14,29 +14,6 @@ fn judge(redis_url: &str, base_url: &str) -> Output {
         .env("RUST_LOG", "trace")
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn dbsize(redis: &RedisServer) -> u64 {
-    let out = Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port().to_string(),
-            "-a",
-            "judge-cli-pw",
-            "--no-auth-warning",
-            "DBSIZE",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
@@ -61,7 +38,7 @@ fn a_garbage_judge_url_is_refused_naming_openai_base_url() {
             assert!(!t.contains(secret), "{bad:?}: {secret} printed: {t}");
         }
     }
-    assert_eq!(dbsize(&redis), 0, "no worker registered, nothing written");
+    assert_eq!(redis.dbsize(), 0, "no worker registered, nothing written");
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! real HTTP on loopback, and inference results written through the queue as an infer
 //! worker would.
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::dataset::{load_split, DatasetSource};
@@ -11,19 +10,13 @@ use common::queue::{CompleteOutcome, Counter, Queue, Stage};
 use common::records::{PredictionRecord, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::status;
-use common::testutil::RedisServer;
 use common::worker::{WorkerConfig, WorkerError};
 use serde_json::json;
+use testkit::{fake_judge, samples, RedisServer};
 use tokio_util::sync::CancellationToken;
 use worker_judge::fake::{FakeConfig, FakeServer, Fault};
 use worker_judge::openai::{ClientConfig, OpenAiClient};
 use worker_judge::{JudgeError, JudgeProcessor};
-
-fn samples(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/samples")
-        .join(name)
-}
 
 /// Submit the BoolQ sample rows and answer them as an infer worker would: rows with an even
 /// index say the right answer, odd ones the wrong one.
@@ -73,13 +66,12 @@ async fn job_with_predictions_for(
             let truth = r.correct_answer.as_bool().unwrap();
             let says = if r.index % 2 == 0 { truth } else { !truth };
             let p = PredictionRecord {
-                response: format!("{}. The passage says so.", if says { "Yes" } else { "No" }),
-                question: r.question.clone(),
-                correct_answer: r.correct_answer.clone(),
                 prompt_tokens: 10,
                 completion_tokens: 5,
-                finish_reason: "stop".into(),
-                error: None,
+                ..testkit::prediction(
+                    r,
+                    format!("{}. The passage says so.", if says { "Yes" } else { "No" }),
+                )
             };
             out.push((r.index, serde_json::to_string(&p).unwrap()));
         }
@@ -96,9 +88,7 @@ async fn job_with_predictions_for(
 async fn redis_and_fake_judge() -> (RedisServer, Queue, FakeServer) {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let fake = fake_judge::start(FakeConfig::default()).await;
     (redis, queue, fake)
 }
 
@@ -142,38 +132,16 @@ async fn tagged(queue: &Queue, id: &JobId) -> Vec<TaggedRecord> {
         .collect()
 }
 
-async fn fake_stats(server: &FakeServer) -> serde_json::Value {
-    reqwest::get(format!("http://{}/admin/stats", server.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn fault(server: &FakeServer, f: Fault, count: u64) {
-    reqwest::Client::new()
-        .post(format!("http://{}/admin/faults", server.addr))
-        .json(&json!({"fault": f, "count": count}))
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn llm_mode_judges_and_tags_every_row_like_the_seed() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            api_key: Some("sk-test-123".into()),
-            latency: Duration::from_millis(20),
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake_judge::start(FakeConfig {
+        api_key: Some("sk-test-123".into()),
+        latency: Duration::from_millis(20),
+        ..FakeConfig::default()
+    })
+    .await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 3).await;
     let p = JudgeProcessor::new(
         Some(client(&fake.base_url(), Some("sk-test-123"))),
@@ -219,9 +187,7 @@ async fn rules_mode_needs_no_network_and_hybrid_saves_calls() {
     );
 
     // Hybrid on the same answers: rules decide all 8; every 2nd row is audited by the LLM.
-    let fake = FakeServer::start("127.0.0.1:0".parse().unwrap(), FakeConfig::default())
-        .await
-        .unwrap();
+    let fake = fake_judge::start(FakeConfig::default()).await;
     // Same rows under another model name: another job.
     let id2 = job_with_predictions_for(&queue, "hybrid-model", JudgeMode::Hybrid, 8).await;
     run_judge(
@@ -244,18 +210,14 @@ async fn rules_mode_needs_no_network_and_hybrid_saves_calls() {
 async fn rate_limit_storms_5xx_garbage_and_hangs_are_ridden_out() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            rate_limit: Some(4),
-            rate_window: Duration::from_millis(300),
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake_judge::start(FakeConfig {
+        rate_limit: Some(4),
+        rate_window: Duration::from_millis(300),
+        ..FakeConfig::default()
+    })
+    .await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 2).await;
-    fault(&fake, Fault::ServerError, 3).await;
+    fake_judge::set_fault(&fake, Fault::ServerError, 3).await;
     let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 8, None, None, 0);
     let fake_addr = fake.addr;
     let injector = tokio::spawn(async move {
@@ -284,7 +246,7 @@ async fn rate_limit_storms_5xx_garbage_and_hangs_are_ridden_out() {
         (st.rows_judged, st.rows_correct, st.rows_judge_errors),
         (8, 4, 0)
     );
-    let stats = fake_stats(&fake).await;
+    let stats = fake_judge::stats(&fake).await;
     assert!(stats["rate_limited"].as_u64().unwrap() + stats["faults"].as_u64().unwrap() > 0);
 }
 
@@ -298,7 +260,7 @@ async fn a_garbage_storm_longer_than_the_content_retries_leaves_every_row_judged
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
     // One request at a time: the first row meets 5 garbage bodies in a row (more than the 2
     // content retries, and more than the client's 4 retries), the next row the 6th.
-    fault(&fake, Fault::Garbage, 6).await;
+    fake_judge::set_fault(&fake, Fault::Garbage, 6).await;
     run_judge(
         &queue,
         JudgeProcessor::new(Some(client(&fake.base_url(), None)), 1, None, None, 0),
@@ -316,7 +278,7 @@ async fn a_garbage_storm_longer_than_the_content_retries_leaves_every_row_judged
         (st.rows_judged, st.rows_correct, st.rows_judge_errors),
         (8, 4, 0)
     );
-    assert_eq!(fake_stats(&fake).await["faults"], 6);
+    assert_eq!(fake_judge::stats(&fake).await["faults"], 6);
     assert_eq!(
         st.judge.call_retries + st.failures.judge.attempts_failed,
         2,
@@ -330,7 +292,7 @@ async fn a_garbage_storm_longer_than_the_content_retries_leaves_every_row_judged
 async fn refusals_become_row_errors_not_wrong_answers() {
     let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
-    fault(&fake, Fault::Refusal, 0).await;
+    fake_judge::set_fault(&fake, Fault::Refusal, 0).await;
     run_judge(
         &queue,
         JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0),
@@ -351,7 +313,7 @@ async fn refusals_become_row_errors_not_wrong_answers() {
 async fn spent_quota_stops_the_worker_and_releases_its_shards() {
     let (_redis, queue, fake) = redis_and_fake_judge().await;
     let id = job_with_predictions(&queue, JudgeMode::Llm, 4).await;
-    fault(&fake, Fault::Quota, 0).await;
+    fake_judge::set_fault(&fake, Fault::Quota, 0).await;
     let err = run_judge(
         &queue,
         JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0),
@@ -396,15 +358,11 @@ async fn spent_quota_stops_the_worker_and_releases_its_shards() {
 async fn a_wrong_key_is_fatal_and_the_key_never_reaches_redis() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            api_key: Some("sk-right".into()),
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake_judge::start(FakeConfig {
+        api_key: Some("sk-right".into()),
+        ..FakeConfig::default()
+    })
+    .await;
     let _id = job_with_predictions(&queue, JudgeMode::Llm, 4).await;
     let err = run_judge(
         &queue,
@@ -448,15 +406,11 @@ fn batch_client(base: &str) -> worker_judge::batch::BatchClient {
 async fn batch_mode_judges_through_the_batch_api_and_resumes_after_a_restart() {
     let redis = RedisServer::start().unwrap();
     let queue = Queue::connect(&RedisUrl::new(redis.url())).await.unwrap();
-    let fake = FakeServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        FakeConfig {
-            batch_delay: Duration::from_millis(1500),
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fake = fake_judge::start(FakeConfig {
+        batch_delay: Duration::from_millis(1500),
+        ..FakeConfig::default()
+    })
+    .await;
     let id = job_with_predictions(&queue, JudgeMode::Batch, 4).await;
 
     // A first worker submits the batches, then is stopped while they run.
@@ -493,7 +447,7 @@ async fn batch_mode_judges_through_the_batch_api_and_resumes_after_a_restart() {
         .all(|t| t.judged_by == "batch" && t.judge_response.is_some()));
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!((st.rows_judged, st.rows_correct), (8, 4));
-    let stats = fake_stats(&fake).await;
+    let stats = fake_judge::stats(&fake).await;
     assert_eq!(
         stats["batches_created"], 2,
         "one batch per shard, none paid twice"
@@ -524,7 +478,7 @@ async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
     let id = job_with_predictions(&queue, JudgeMode::Llm, 8).await;
     // No retries per request: the one 500 fails its row, so the shard attempt fails after
     // the other 7 rows were judged (and paid for).
-    fault(&fake, Fault::ServerError, 1).await;
+    fake_judge::set_fault(&fake, Fault::ServerError, 1).await;
     let mut cfg = ClientConfig::new(fake.base_url(), None, "");
     cfg.backoff_base = Duration::from_millis(10);
     cfg.backoff_max = Duration::from_millis(20);
@@ -536,7 +490,7 @@ async fn a_retried_shard_does_not_pay_twice_for_rows_already_judged() {
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!(st.rows_judged, 8);
     assert!(st.last_error.is_some(), "the first attempt failed");
-    let stats = fake_stats(&fake).await;
+    let stats = fake_judge::stats(&fake).await;
     assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
     assert_eq!(st.judge.llm_calls, 8);
     assert!(
@@ -609,7 +563,7 @@ async fn the_budget_stops_paid_calls_row_by_row_inside_a_shard() {
     queue.requeue(&id, &set_budget(1)).await.unwrap();
     let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 1, None, None, 0);
     run_judge(&queue, p).await.unwrap();
-    let stats = fake_stats(&fake).await;
+    let stats = fake_judge::stats(&fake).await;
     assert_eq!(stats["ok"], 1, "one paid call, then the budget: {stats}");
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!(st.rows_judged, 0, "the shard waits, nothing committed");
@@ -628,7 +582,7 @@ async fn the_budget_stops_paid_calls_row_by_row_inside_a_shard() {
         .unwrap();
     let p = JudgeProcessor::new(Some(client(&fake.base_url(), None)), 1, None, None, 0);
     run_judge(&queue, p).await.unwrap();
-    let stats = fake_stats(&fake).await;
+    let stats = fake_judge::stats(&fake).await;
     assert_eq!(stats["ok"], 8, "each row paid for once: {stats}");
     let st = status::job_status(&queue, &id).await.unwrap();
     assert_eq!((st.rows_judged, st.judge.paused.clone()), (8, None));

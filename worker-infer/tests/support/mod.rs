@@ -1,4 +1,4 @@
-//! Helpers shared by this crate's pipeline tests (`e2e`, `chaos`): the sample rows, `conftag`
+//! Helpers shared by this crate's pipeline tests (`e2e`, `chaos`, `demo`): `conftag`
 //! commands run in-process, `conftag-infer` processes on the tiny model, and a TCP proxy that
 //! can cut workers off from Redis.
 
@@ -11,13 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-
-/// A file of `data/samples/`.
-pub fn samples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/samples")
-        .join(name)
-}
 
 /// Run one `conftag` command in-process against `redis`.
 pub async fn conftag(redis: &str, args: &[&str]) -> Result<(), coordinator::CommandError> {
@@ -51,59 +44,6 @@ pub fn infer_command(redis: &str, model_dir: &Path, hf_home: &Path, id: &str) ->
 pub const JUDGE_CHILD: &str = "__judge-worker";
 /// First argument that makes a harness-less test binary act as `conftag` instead.
 pub const CONFTAG_CHILD: &str = "__conftag";
-
-/// What libtest's arguments (as cargo passes them) ask of a harness-less target.
-pub enum Harness {
-    Run,
-    List,
-    FilteredOut,
-}
-
-/// `--list`, a name filter that does not match `name`, or a `--skip` that does; other flags
-/// are ignored.
-pub fn harness_request(name: &str, args: &[String]) -> Harness {
-    let mut filters = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--list" => return Harness::List,
-            "--skip" => {
-                if it.next().is_some_and(|skip| name.contains(skip.as_str())) {
-                    return Harness::FilteredOut;
-                }
-            }
-            "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
-                it.next();
-            }
-            s if s.starts_with('-') => {}
-            s => filters.push(s),
-        }
-    }
-    if filters.is_empty() || filters.iter().any(|f| name.contains(f)) {
-        Harness::Run
-    } else {
-        Harness::FilteredOut
-    }
-}
-
-/// Run `test` as libtest would run a single test called `name` (answering `--list` and name
-/// filters); `test` panics on failure and returns the word after `test NAME ... `.
-pub fn run_as_test(
-    name: &str,
-    args: &[String],
-    test: impl FnOnce() -> String,
-) -> std::process::ExitCode {
-    match harness_request(name, args) {
-        Harness::List => println!("{name}: test"),
-        Harness::FilteredOut => println!("running 0 tests ({name} filtered out)"),
-        Harness::Run => {
-            println!("running 1 test");
-            let outcome = test();
-            println!("test {name} ... {outcome}");
-        }
-    }
-    std::process::ExitCode::SUCCESS
-}
 
 /// The judge worker role: exactly what `conftag-judge ARGS…` runs. Cargo builds a package's
 /// own binaries for its integration tests, not another package's, so a test that needs a
