@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::failure::Failure;
+pub use crate::failure::Failure;
 use crate::job::{JobId, JobSpec, JudgeSettings};
 use crate::metrics as m;
 use crate::queue::{
@@ -257,10 +257,6 @@ pub struct ShardOutput {
     pub rows: Vec<(u64, crate::records::ShardRecord)>,
     pub counters: crate::queue::CounterDeltas,
 }
-
-/// Why processing a shard stopped: the one failure type ([`Failure`]). The old name, kept for
-/// the processors that still use it (the coordinator's simulated workers, tests).
-pub type ProcessError = Failure;
 
 /// What a worker kind does with a shard.
 pub trait ShardProcessor: Send + Sync + 'static {

@@ -11,7 +11,7 @@ use common::queue::{Counter, Queue, Stage};
 use common::records::{PredictionRecord, Provenance, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::worker::{
-    run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
+    run_worker, Failure, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
 use testkit::{RedisServer, SyntheticJob};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ impl ShardProcessor for Sleepy {
         spec.model == self.model
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         tokio::time::sleep(self.work).await;
         let l = &ctx.lease;
         let mut out = ShardOutput::default();

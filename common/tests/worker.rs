@@ -11,7 +11,7 @@ use common::queue::{Counter, Queue, Stage};
 use common::redis_conn::RedisUrl;
 use common::status::{self, JobState};
 use common::worker::{
-    run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
+    run_worker, Failure, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
 use testkit::{submit_synthetic, RedisServer, SyntheticJob};
 use tokio::sync::watch;
@@ -29,7 +29,7 @@ impl ShardProcessor for SlowOddRows {
         true
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         self.shards_entered.fetch_add(1, Ordering::SeqCst);
         let l = &ctx.lease;
         let rows = ctx.queue.input_rows(&l.job, l.start, l.end).await?;

@@ -15,7 +15,7 @@ use common::records::{JudgeResponse, PredictionRecord, Provenance, ShardRecord, 
 use common::status;
 use common::synthetic::synthetic_rows;
 use common::worker::{
-    run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
+    run_worker, Failure, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +32,7 @@ impl ShardProcessor for NoopProcessor {
         spec.model == self.model
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         let l = &ctx.lease;
         let pred = PredictionRecord {
             response: "yes".into(),

@@ -31,7 +31,7 @@ use common::redis_conn::RedisUrl;
 use common::status;
 use common::synthetic::synthetic_rows;
 use common::worker::{
-    run_worker_with_stats, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
+    run_worker_with_stats, Failure, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
     WorkerStats,
 };
 use futures::StreamExt;
@@ -85,7 +85,7 @@ impl ShardProcessor for SimGpu {
         spec.model == self.model
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         let l = &ctx.lease;
         // The real infer processor reads its shard's input rows first.
         ctx.queue.input_rows(&l.job, l.start, l.end).await?;

@@ -17,7 +17,7 @@ use common::queue::{Counter, Queue, Stage};
 use common::records::{JudgeResponse, Provenance, ShardRecord, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::worker::{
-    run_worker, ProcessError, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
+    run_worker, Failure, ShardContext, ShardOutput, ShardProcessor, WorkerConfig,
 };
 
 /// First argument that makes a `harness = false` test binary run as the test worker.
@@ -46,7 +46,7 @@ impl ShardProcessor for Sleepy {
         true
     }
 
-    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, ProcessError> {
+    async fn process(&self, ctx: ShardContext) -> Result<ShardOutput, Failure> {
         tokio::time::sleep(self.sleep).await;
         let l = &ctx.lease;
         let inputs = ctx.queue.input_rows(&l.job, l.start, l.end).await?;

@@ -4,6 +4,9 @@
 //! limit (429 + `retry-after` + `x-ratelimit-*` headers, like the real API), and on request
 //! misbehaves: 5xx bursts, hangs, garbage bodies, refusals, truncation, schema violations,
 //! quota and auth errors (`POST /admin/faults`). `GET /admin/stats` counts what it answered.
+//!
+//! User-facing, not a test fixture: `conftag-judge serve-fake` runs the README demo and the
+//! judge bench without an API key; tests use it through `testkit::fake_judge`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
