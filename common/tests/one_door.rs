@@ -41,7 +41,12 @@ fn production_sources() -> Vec<PathBuf> {
         .expect("workspace members");
     let mut out = Vec::new();
     // testkit is test code (a dev-dependency only): it may inspect Redis as tests do.
-    for m in members.split('"').skip(1).step_by(2).filter(|m| *m != "testkit") {
+    for m in members
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|m| *m != "testkit")
+    {
         sources(&root.join(m).join("src"), &mut out);
     }
     assert!(out.len() > 20, "found only {} sources", out.len());
