@@ -83,7 +83,7 @@ mod tests {
     fn causes_decide_the_code() {
         let usage = anyhow::Error::new(UsageError("--x needs --y".into())).context("submit");
         assert_eq!(classify(&usage), ExitKind::Usage);
-        let stopped = anyhow::Error::new(WorkerError::Fatal("401".into()));
+        let stopped = anyhow::Error::new(WorkerError::Fatal(crate::failure::Failure::fatal("401")));
         assert_eq!(classify(&stopped), ExitKind::Stopped);
         let bad_url = anyhow::Error::new(QueueError::Connect(ConnectError::BadUrl {
             url: "redis://…".into(),

@@ -277,8 +277,10 @@ pub trait ShardProcessor: Send + Sync + 'static {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("worker stopped: {0}")]
-    Fatal(String),
+    /// A shard failed in a way no other shard can escape (credentials, quota): the worker
+    /// released what it held and stopped. The failure, with its causes, is the source.
+    #[error("worker stopped")]
+    Fatal(#[source] Failure),
 }
 
 /// Counters a worker exposes (and the status registry shows).
@@ -349,7 +351,7 @@ enum TaskEnd {
     Stale,
     Failed,
     Released,
-    Fatal(String),
+    Fatal(Failure),
 }
 
 /// Run a worker until `shutdown` is cancelled (then drain) or, with `exit_when_done`, until
@@ -472,7 +474,7 @@ struct WorkerLoop<P> {
     draining: bool,
     drain_deadline: tokio::time::Instant,
     /// Why the worker stops claiming for good (credentials, quota).
-    fatal: Option<String>,
+    fatal: Option<Failure>,
     redis_backoff: backoff::ExponentialBackoff,
     next_claim: tokio::time::Instant,
     /// Claim rounds in a row that found nothing (sets the idle pause).
@@ -531,9 +533,9 @@ impl<P: ShardProcessor> WorkerLoop<P> {
                     ::metrics::counter!(m::SHARD_FAILURES, "stage" => stage, "reason" => "stale")
                         .increment(1);
                 }
-                TaskEnd::Fatal(msg) => {
-                    warn!(error = %msg, "fatal error: no more claims; draining");
-                    self.fatal.get_or_insert(msg);
+                TaskEnd::Fatal(failure) => {
+                    warn!(error = %failure.report(), "fatal error: no more claims; draining");
+                    self.fatal.get_or_insert(failure);
                     self.draining = true;
                     self.drain_deadline = tokio::time::Instant::now() + self.config.drain_grace;
                     for other in self.held.values() {
@@ -576,7 +578,7 @@ impl<P: ShardProcessor> WorkerLoop<P> {
             }
         }
         let state = match (&self.fatal, self.draining) {
-            (Some(f), _) => format!("stopped: {f}"),
+            (Some(f), _) => format!("stopped: {}", f.report()),
             (None, true) => "draining".into(),
             (None, false) => "running".into(),
         };
@@ -745,14 +747,14 @@ impl<P: ShardProcessor> WorkerLoop<P> {
             w.abort();
         }
         match self.fatal.take() {
-            Some(msg) => {
-                let state = format!("stopped: {msg}");
+            Some(failure) => {
+                let state = format!("stopped: {}", failure.report());
                 let mut rate = std::mem::take(&mut self.rate);
                 let _ = self
                     .beat()
                     .publish(&self.queue, state, Vec::new(), &mut rate)
                     .await;
-                Err(WorkerError::Fatal(msg))
+                Err(WorkerError::Fatal(failure))
             }
             None => {
                 let _ = status::forget_worker(&self.queue, &self.config.id).await;
@@ -940,7 +942,7 @@ async fn run_shard<P: ShardProcessor>(
         Err(e @ Failure::Fatal { .. }) => {
             failed("fatal");
             release_quietly(&queue, &lease, &config).await;
-            TaskEnd::Fatal(e.report())
+            TaskEnd::Fatal(e)
         }
         Err(e @ Failure::Paused { .. }) => {
             let msg = e.report();

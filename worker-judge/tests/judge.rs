@@ -321,7 +321,7 @@ async fn spent_quota_stops_the_worker_and_releases_its_shards() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, JudgeError::Worker(WorkerError::Fatal(ref m)) if m.contains("insufficient_quota")),
+        matches!(err, JudgeError::Worker(WorkerError::Fatal(ref f)) if f.report().contains("insufficient_quota")),
         "{err}"
     );
     let st = status::job_status(&queue, &id).await.unwrap();
@@ -376,7 +376,9 @@ async fn a_wrong_key_is_fatal_and_the_key_never_reaches_redis() {
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+    // What the user reads: the error with its causes (the worker stopped, because …).
+    let shown = common::config::error_chain(&err);
+    assert!(shown.contains("OPENAI_API_KEY"), "{shown}");
     // Scan every key and value in Redis for the key.
     let mut c = queue.conn();
     let keys: Vec<String> = redis::cmd("KEYS")
