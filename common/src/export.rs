@@ -61,11 +61,6 @@ struct JobExport {
     correct: u64,
 }
 
-/// Shard ids of a job that are not done.
-pub async fn unfinished_shards(queue: &Queue, job: &JobId) -> Result<(u64, Vec<u64>), QueueError> {
-    queue.unfinished_shards(job).await
-}
-
 fn shard_list(ids: &[u64]) -> String {
     let mut s: Vec<String> = ids.iter().take(20).map(u64::to_string).collect();
     if ids.len() > 20 {
@@ -83,7 +78,7 @@ pub async fn export_jobs(
 ) -> Result<Vec<ExportedJob>, ExportError> {
     let mut reads = Vec::new();
     for job in jobs {
-        let (total, missing) = unfinished_shards(queue, job).await?;
+        let (total, missing) = queue.unfinished_shards(job).await?;
         if !missing.is_empty() && !partial {
             return Err(ExportError::Unfinished {
                 job: job.clone(),

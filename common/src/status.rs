@@ -184,11 +184,6 @@ pub struct StatusDocument {
     pub workers: Vec<WorkerStatus>,
 }
 
-/// Milliseconds since the epoch by the Redis server's clock (the clock leases use).
-pub async fn server_time_ms(queue: &Queue) -> Result<u64, QueueError> {
-    queue.server_time_ms().await
-}
-
 /// The window the rates are taken over.
 const RATE_WINDOW_MS: u64 = 60_000;
 
@@ -333,16 +328,6 @@ pub fn job_status_of(id: &JobId, snap: JobSnapshot) -> JobStatus {
         },
         failed_shards,
     }
-}
-
-/// Publish a worker's heartbeat.
-pub async fn publish_worker(queue: &Queue, info: &WorkerInfo) -> Result<(), QueueError> {
-    queue.publish_worker(&info.id, info).await
-}
-
-/// Remove a worker from the registry (clean exit).
-pub async fn forget_worker(queue: &Queue, id: &str) -> Result<(), QueueError> {
-    queue.forget_worker(id).await
 }
 
 /// Every registered worker, by id; alive means a heartbeat within the last 30 s.

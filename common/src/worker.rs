@@ -32,7 +32,7 @@ use crate::queue::{
     CompleteOutcome, FailOutcome, Queue, QueueError, RenewOutcome, ShardLease, Stage, StartOutcome,
 };
 use crate::roofline::Roofline;
-use crate::status::{self, WorkerInfo};
+use crate::status::WorkerInfo;
 
 /// How a worker behaves; durations are short in tests.
 #[derive(Debug, Clone)]
@@ -181,14 +181,14 @@ impl Beat<'_> {
             state,
             shards,
             started_ms: self.started_ms,
-            heartbeat_ms: status::server_time_ms(queue).await?,
+            heartbeat_ms: queue.server_time_ms().await?,
             rows_done: rows,
             device: self.config.device.clone(),
             tokens_done: tokens,
             tokens_per_s: rate.observe(tokens),
             ceiling_tokens_per_s: self.config.roofline.map(|r| r.ceiling(context)),
         };
-        status::publish_worker(queue, &info).await
+        queue.publish_worker(&info.id, &info).await
     }
 }
 
@@ -388,7 +388,7 @@ async fn run_loop<P: ShardProcessor>(
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
 ) -> Result<(), WorkerError> {
-    let started_ms = status::server_time_ms(&queue).await.unwrap_or(0);
+    let started_ms = queue.server_time_ms().await.unwrap_or(0);
     let mut renew_tick = tokio::time::interval(config.lease / 3);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (woke_tx, mut woke_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
@@ -493,12 +493,15 @@ struct WorkerLoop<P> {
 }
 
 impl<P: ShardProcessor> WorkerLoop<P> {
-    fn beat(&self) -> Beat<'_> {
-        Beat {
+    /// Publish the heartbeat (fields borrowed one by one: the rate is updated as it goes).
+    async fn publish(&mut self, state: String, shards: Vec<String>) -> Result<(), QueueError> {
+        let beat = Beat {
             config: &self.config,
             started_ms: self.started_ms,
             stats: &self.stats,
-        }
+        };
+        beat.publish(&self.queue, state, shards, &mut self.rate)
+            .await
     }
 
     /// Shutdown asked: no more claims, finish or release what is held within the grace.
@@ -587,15 +590,9 @@ impl<P: ShardProcessor> WorkerLoop<P> {
             .values()
             .map(|h| format!("{}/{}", h.lease.job, h.lease.shard))
             .collect();
-        let mut rate = std::mem::take(&mut self.rate);
-        if let Err(e) = self
-            .beat()
-            .publish(&self.queue, state, shards, &mut rate)
-            .await
-        {
+        if let Err(e) = self.publish(state, shards).await {
             debug!(error = %e, "heartbeat not published");
         }
-        self.rate = rate;
     }
 
     /// The drain grace is over: cancel what is still running (tasks release their leases).
@@ -749,15 +746,11 @@ impl<P: ShardProcessor> WorkerLoop<P> {
         match self.fatal.take() {
             Some(failure) => {
                 let state = format!("stopped: {}", failure.report());
-                let mut rate = std::mem::take(&mut self.rate);
-                let _ = self
-                    .beat()
-                    .publish(&self.queue, state, Vec::new(), &mut rate)
-                    .await;
+                let _ = self.publish(state, Vec::new()).await;
                 Err(WorkerError::Fatal(failure))
             }
             None => {
-                let _ = status::forget_worker(&self.queue, &self.config.id).await;
+                let _ = self.queue.forget_worker(&self.config.id).await;
                 info!(
                     shards = self.stats.shards_done.load(Ordering::Relaxed),
                     rows = self.stats.rows_done.load(Ordering::Relaxed),

@@ -181,10 +181,7 @@ async fn self_check(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let report = engine.self_check(&ps, *new_tokens).await?;
-    println!(
-        "self-check: {}/{} concurrent answers equal one-at-a-time answers",
-        report.matching, report.prompts
-    );
+    println!("{}", report.summary());
     if let Some(path) = out {
         let doc = serde_json::json!({"prompts": ps, "serial": report.serial, "concurrent": report.concurrent});
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
@@ -288,10 +285,7 @@ async fn worker(cli: &Cli) -> anyhow::Result<()> {
                 report
             }
         };
-        println!(
-            "self-check: {}/{} concurrent answers equal one-at-a-time answers",
-            report.matching, report.prompts
-        );
+        println!("{}", report.summary());
     }
     let engine = Arc::new(engine);
     let shutdown = common::worker::shutdown_on_signals();

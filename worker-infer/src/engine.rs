@@ -595,6 +595,14 @@ impl SelfCheck {
         }
     }
 
+    /// The line `self-check` and `--self-check` print.
+    pub fn summary(&self) -> String {
+        format!(
+            "self-check: {}/{} concurrent answers equal one-at-a-time answers",
+            self.matching, self.prompts
+        )
+    }
+
     pub fn passed(&self) -> bool {
         self.matching == self.prompts
     }

@@ -691,7 +691,7 @@ impl Driver<'_> {
         let q = self.queue.clone();
         retrying("server time", || {
             let q = q.clone();
-            async move { status::server_time_ms(&q).await }
+            async move { q.server_time_ms().await }
         })
         .await
     }

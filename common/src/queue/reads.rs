@@ -119,23 +119,30 @@ impl Queue {
             None => return Err(QueueError::NoSuchJob(id.clone())),
         };
         let judge: JudgeSettings = parse_json(&keys.job(), h.get("judge").map_or("", |s| s))?;
-        let mut failed_sample = Vec::with_capacity(failed_ids.len());
-        for shard in failed_ids {
-            let (stage, attempts, error): (Option<String>, Option<u64>, Option<String>) =
-                redis::cmd("HMGET")
-                    .arg(keys.shard(shard))
-                    .arg("stage")
-                    .arg("attempts")
-                    .arg("error")
-                    .query_async(&mut c)
-                    .await?;
-            failed_sample.push(FailedShardRecord {
+        // The sampled failed shards' records, in one more round trip.
+        let mut pipe = redis::pipe();
+        for &shard in &failed_ids {
+            pipe.cmd("HMGET")
+                .arg(keys.shard(shard))
+                .arg("stage")
+                .arg("attempts")
+                .arg("error");
+        }
+        let records: Vec<(Option<String>, Option<u64>, Option<String>)> = if failed_ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut c).await?
+        };
+        let mut failed_sample: Vec<FailedShardRecord> = failed_ids
+            .into_iter()
+            .zip(records)
+            .map(|(shard, (stage, attempts, error))| FailedShardRecord {
                 shard,
                 stage: stage.unwrap_or_default(),
                 attempts: attempts.unwrap_or_default(),
                 error: error.unwrap_or_default(),
-            });
-        }
+            })
+            .collect();
         failed_sample.sort_by_key(|f| f.shard);
         Ok(JobSnapshot {
             spec,
