@@ -7,9 +7,11 @@
 #   published    the same binary with MISTRALRS_UNPATCHED=1 (mistral.rs as published)
 #   divergence   concurrent vs one-at-a-time answers, small f32 + 8B bf16, near-tie check
 #   hfmix        (d) HF generate on the equal shape and the real mix
+#   ltgemm       linear layers through cuBLAS matmul (quant patch 0003) vs cuBLASLt, bench
 #   mixedprefill the patched engine with MISTRALRS_MIXED_PREFILL=1 (patch 0007, opt-in)
 #   neartie      concurrent vs one-at-a-time with the engine's own logits of both runs
 #                (self-check --top-logits): are bf16 differences near-ties? small f32 + 8B bf16
+#   ncudecode    Nsight Compute: GPU time per kernel of a decode step at 256 sequences (8B)
 #   ncuprefill   Nsight Compute: GPU time per kernel of two single-prompt prefills (8B, 250 words)
 #   queue        (c) the same rows through a Redis on the node and conftag-infer's worker loop
 #                (bench --through-queue), beside the bare engine (b) in the same call
@@ -118,6 +120,7 @@ bench_engine() { # engine-label shape-label in-flight [bench args...]
   local env=(MISTRALRS_UNPATCHED=0)
   [ "$engine" = mistralrs-published ] && env=(MISTRALRS_UNPATCHED=1)
   [ "$engine" = mistralrs-mixed-prefill ] && env=(MISTRALRS_MIXED_PREFILL=1)
+  [ "$engine" = mistralrs-lt-gemm ] && env=(MISTRALRS_LT_GEMM=1)
   echo "== $engine $shape in flight $flights" | tee -a "$OUT/summary.txt"
   env "${env[@]}" MISTRALRS_DEBUG=1 RUST_LOG=warn,mistralrs_core::engine=info timeout "${BENCH_TIMEOUT:-400}" \
     "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "$flights" \
@@ -130,6 +133,14 @@ patched)
   model8b
   bench_engine mistralrs-patched equal-250-128 "${IN_FLIGHT:-1,16,64,128,256}" --prompt-words 250 --new-tokens 128
   bench_engine mistralrs-patched real-mix "${IN_FLIGHT:-1,16,64,128,256}" --mix deploy/gpu/real-mix.json ;;
+ltgemm)
+  # mistralrs-quant patch 0003 (linear layers through cuBLAS `matmul`, rows written in place)
+  # against the cuBLASLt path it replaces (`MISTRALRS_LT_GEMM=1`), same binary, same rows.
+  model8b
+  for engine in mistralrs-patched mistralrs-lt-gemm; do
+    bench_engine $engine real-mix "${IN_FLIGHT:-128,256}" --mix deploy/gpu/real-mix.json
+    bench_engine $engine equal-250-128 "${EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128
+  done ;;
 mixedprefill)
   # Patch 0007 switched on: prompts of different lengths prefilled together.
   model8b
@@ -156,10 +167,49 @@ neartie)
   # src/near_tie.rs).
   for m in ${NEARTIE_MODELS:-small:f32 8b:bf16}; do
     [ -d "$W/${m%%:*}" ] || python3 deploy/gpu/gen_model.py "$W/${m%%:*}" "${m%%:*}" "${m##*:}" >/dev/null
-    "$infer" --weights "$W/${m%%:*}" --dtype "${m##*:}" --max-num-seqs 32 self-check --word-prompts --prompts 32 \
-      --new-tokens "${DIV_TOKENS:-48}" --top-logits "${TOP_LOGITS:-8}" --out "$OUT/neartie_${m%%:*}.json" 2>"$OUT/neartie_${m%%:*}.log" \
-      | sed "s/^/${m%%:*} /" | tee -a "$OUT/summary.txt"
+    # NEARTIE_FLAGS: engine flags (e.g. --paged-attn-block-size 16), NEARTIE_TAG: file suffix.
+    tag="${m%%:*}${NEARTIE_TAG:-}"
+    "$infer" --weights "$W/${m%%:*}" --dtype "${m##*:}" --max-num-seqs 32 ${NEARTIE_FLAGS:-} self-check --word-prompts --prompts 32 \
+      --new-tokens "${DIV_TOKENS:-48}" --top-logits "${TOP_LOGITS:-8}" --out "$OUT/neartie_$tag.json" 2>"$OUT/neartie_$tag.log" \
+      | sed "s/^/$tag /" | tee -a "$OUT/summary.txt"
   done ;;
+ncudecode)
+  # Where a decode step at 256 sequences spends its GPU time: two runs of 256 prompts of 250
+  # words, NCU_SHORT (2) and NCU_LONG (6) new tokens; the per-kernel difference is
+  # NCU_LONG - NCU_SHORT decode steps of 256 sequences (the prefill and warm-up cancel out).
+  model8b
+  for nt in "${NCU_SHORT:-2}" "${NCU_LONG:-6}"; do
+    timeout "${NCU_TIMEOUT:-240}" ncu --clock-control none --launch-count "${NCU_LAUNCHES:-40000}" \
+      --metrics gpu__time_duration.sum --print-units base --print-summary per-kernel --csv \
+      "$infer" --weights "$W/8b" --dtype bf16 bench --in-flight 256 --rows 256 --prompt-words 250 --new-tokens "$nt" \
+      >"$OUT/ncu-decode-$nt.csv" 2>"$OUT/ncu-decode-$nt.log"
+  done
+  python3 - "$OUT/ncu-decode-${NCU_SHORT:-2}.csv" "$OUT/ncu-decode-${NCU_LONG:-6}.csv" "$(( ${NCU_LONG:-6} - ${NCU_SHORT:-2} ))" <<'PY' | tee -a "$OUT/summary.txt"
+import csv, sys
+def per_kernel(path):
+    rows = [r for r in csv.reader(open(path)) if len(r) > 5]
+    head = rows[0]
+    col = lambda name: next(i for i, h in enumerate(head) if name.lower() in h.lower())
+    k, n, a = col("Kernel Name"), col("Invocations"), col("Average")
+    out = {}
+    for r in rows[1:]:
+        try:
+            t, c = float(r[a].replace(",", "")) * int(r[n]), int(r[n])
+        except ValueError:
+            continue
+        name = r[k][:90]
+        pt, pc = out.get(name, (0.0, 0))
+        out[name] = (pt + t, pc + c)
+    return out
+short, long_, steps = per_kernel(sys.argv[1]), per_kernel(sys.argv[2]), int(sys.argv[3])
+diff = sorted(((long_[k][0] - short.get(k, (0, 0))[0], long_[k][1] - short.get(k, (0, 0))[1], k)
+               for k in long_), reverse=True)
+total = sum(t for t, _, _ in diff)
+print(f"== ncu decode: {total / 1e6 / steps:.2f} ms GPU time per step at 256 sequences ({steps} steps)")
+for t, c, name in diff[:20]:
+    print(f"{t / 1e6 / steps:9.3f} ms {c // steps:6d}x per step  {name}")
+PY
+  ;;
 ncuprefill)
   # Where a single prompt's prefill spends its GPU time (the real mix prefills one prompt at
   # a time, ~30 ms each): every kernel of two 250-word prefills (1 new token each), summed

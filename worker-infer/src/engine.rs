@@ -421,22 +421,7 @@ impl MistralEngine {
                     .logprobs
                     .as_ref()
                     .and_then(|l| l.content.as_ref())
-                    .map(|steps| {
-                        steps
-                            .iter()
-                            .map(|step| {
-                                let top: Vec<(u32, f32)> = step
-                                    .top_logprobs
-                                    .iter()
-                                    .map(|t| (t.token, 10f32.powf(t.logprob)))
-                                    .collect();
-                                TokenLogits {
-                                    token: top.first().map_or(u32::MAX, |t| t.0),
-                                    top,
-                                }
-                            })
-                            .collect()
-                    })
+                    .map(|steps| steps.iter().map(TokenLogits::of_step).collect())
                     .unwrap_or_default();
                 let generation = Generation {
                     text: c.text.trim().to_owned(),
@@ -563,10 +548,40 @@ fn greedy(max_len: usize) -> SamplingParams {
 /// A generated token and the largest logits of its step.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenLogits {
-    /// The token chosen (the arg-max).
+    /// The token the engine chose (its arg-max, which breaks exact ties its own way).
     pub token: u32,
     /// The largest logits of the step, largest first: (token, logit).
     pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogits {
+    /// One step of mistral.rs's logprobs. The engine reports the *sampled* token only as text
+    /// and its top list sorted by value; under an exact tie (common in bf16, whose logits near
+    /// the top are a few representable values apart) the arg-max need not be the first listed,
+    /// so the chosen token is the listed one whose text and value are the sampled one's.
+    /// mistral.rs's greedy "logprob" is log10 of the raw logit: `10^logprob` undoes it.
+    pub fn of_step(step: &mistralrs::core::ResponseLogprob) -> Self {
+        let top: Vec<(u32, f32)> = step
+            .top_logprobs
+            .iter()
+            .map(|t| (t.token, 10f32.powf(t.logprob)))
+            .collect();
+        let sampled = step
+            .top_logprobs
+            .iter()
+            .find(|t| t.bytes.as_deref() == Some(step.token.as_str()) && t.logprob == step.logprob)
+            .map(|t| t.token);
+        TokenLogits {
+            token: sampled.or(top.first().map(|t| t.0)).unwrap_or(u32::MAX),
+            top,
+        }
+    }
+
+    /// Whether the chosen token is not the first listed: an exact tie the arg-max broke
+    /// towards another token than the sorted list did.
+    pub fn tie_broken(&self) -> bool {
+        self.top.first().is_some_and(|(t, _)| *t != self.token)
+    }
 }
 
 /// Result of comparing concurrent with one-at-a-time greedy answers.

@@ -49,6 +49,9 @@ pub struct Report {
     pub matched_steps: usize,
     /// The largest change of the chosen token's logit between the runs at those steps.
     pub noise: f32,
+    /// Steps (of both runs, up to each answer's first difference) where the engine's arg-max
+    /// chose a token tied with the one listed first: exact ties, frequent in bf16.
+    pub exact_ties: usize,
     pub divergences: Vec<Divergence>,
 }
 
@@ -77,7 +80,7 @@ impl Report {
             .filter(|d| d.shared_top == 0)
             .count();
         format!(
-            "near-tie check: {}/{} answers equal; {} differ, {} at near-ties (both gaps within 2 × {:.4}, the largest logit change batching made on {} matched steps), {} where the two runs' reported logits share no token; largest gap {}",
+            "near-tie check: {}/{} answers equal; {} differ, {} at near-ties (both gaps within 2 × {:.4}, the largest logit change batching made on {} matched steps), {} where the two runs' reported logits share no token; largest gap {}; {} steps broke an exact tie",
             self.equal,
             self.prompts,
             self.divergences.len(),
@@ -85,7 +88,8 @@ impl Report {
             self.noise,
             self.matched_steps,
             disjoint,
-            worst
+            worst,
+            self.exact_ties
         )
     }
 }
@@ -106,11 +110,14 @@ fn logit_of(step: &TokenLogits, token: u32) -> Option<f32> {
 pub fn analyse(serial: &[Vec<TokenLogits>], concurrent: &[Vec<TokenLogits>]) -> Report {
     let mut noise = 0f32;
     let mut matched_steps = 0;
+    let mut exact_ties = 0;
     let mut firsts = Vec::new();
     for (prompt, (s, c)) in serial.iter().zip(concurrent).enumerate() {
         let mut parted = None;
         for step in 0..s.len().max(c.len()) {
-            match (s.get(step), c.get(step)) {
+            let (a, b) = (s.get(step), c.get(step));
+            exact_ties += [a, b].iter().flatten().filter(|t| t.tie_broken()).count();
+            match (a, b) {
                 (Some(a), Some(b)) if a.token == b.token => {
                     if let (Some(la), Some(lb)) = (logit_of(a, a.token), logit_of(b, b.token)) {
                         noise = noise.max((la - lb).abs());
@@ -163,6 +170,7 @@ pub fn analyse(serial: &[Vec<TokenLogits>], concurrent: &[Vec<TokenLogits>]) -> 
         equal: serial.len() - divergences.len(),
         matched_steps,
         noise,
+        exact_ties,
         divergences,
     }
 }
@@ -239,5 +247,46 @@ mod tests {
         assert!(r
             .summary()
             .contains(", 1 where the two runs' reported logits share no token"));
+    }
+
+    /// The fault of session 6: under an exact tie the engine sampled the second listed token,
+    /// and reading the first listed one as "the token" hid where the runs really parted.
+    #[test]
+    fn the_sampled_token_of_an_exact_tie_is_the_token_and_the_runs_part_there() {
+        use mistralrs::core::ResponseLogprob;
+        use mistralrs::TopLogprob;
+        let listed = |t: u32, v: f32| TopLogprob {
+            token: t,
+            logprob: v.log10(),
+            bytes: Some(format!("w{t}")),
+        };
+        let tied = ResponseLogprob {
+            token: "w6".into(),
+            logprob: 12.5f32.log10(),
+            bytes: None,
+            top_logprobs: vec![listed(5, 12.5), listed(6, 12.5), listed(7, 11.0)],
+        };
+        let chosen = TokenLogits::of_step(&tied);
+        assert_eq!(chosen.token, 6);
+        assert!(chosen.tie_broken());
+        let plain = TokenLogits::of_step(&ResponseLogprob {
+            token: "w5".into(),
+            ..tied.clone()
+        });
+        assert_eq!(plain.token, 5);
+        assert!(!plain.tie_broken());
+
+        // Both runs list 5 first at step 0; the one-at-a-time run sampled 6.
+        let serial = vec![vec![chosen, step(&[(9, 3.0), (1, 2.0)])]];
+        let concurrent = vec![vec![plain, step(&[(1, 14.0), (9, 1.0)])]];
+        let r = analyse(&serial, &concurrent);
+        assert_eq!(r.exact_ties, 1);
+        let d = &r.divergences[0];
+        assert_eq!(
+            (d.step, d.serial_token, d.concurrent_token),
+            (0, Some(6), Some(5))
+        );
+        assert_eq!(d.serial_gap, Some(0.0));
+        assert!(r.summary().ends_with("; 1 steps broke an exact tie"));
     }
 }
