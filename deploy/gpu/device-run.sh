@@ -8,6 +8,7 @@
 #   divergence   concurrent vs one-at-a-time answers, small f32 + 8B bf16, near-tie check
 #   hfmix        (d) HF generate on the equal shape and the real mix
 #   ltgemm       linear layers through cuBLAS matmul (quant patch 0003) vs cuBLASLt, bench
+#   perseq       a decode step's inputs in one upload (core patch 0008) vs per sequence, bench
 #   mixedprefill the patched engine with MISTRALRS_MIXED_PREFILL=1 (patch 0007, opt-in)
 #   neartie      concurrent vs one-at-a-time with the engine's own logits of both runs
 #                (self-check --top-logits): are bf16 differences near-ties? small f32 + 8B bf16
@@ -121,6 +122,7 @@ bench_engine() { # engine-label shape-label in-flight [bench args...]
   [ "$engine" = mistralrs-published ] && env=(MISTRALRS_UNPATCHED=1)
   [ "$engine" = mistralrs-mixed-prefill ] && env=(MISTRALRS_MIXED_PREFILL=1)
   [ "$engine" = mistralrs-lt-gemm ] && env=(MISTRALRS_LT_GEMM=1)
+  [ "$engine" = mistralrs-per-seq-inputs ] && env=(MISTRALRS_PER_SEQ_INPUTS=1)
   echo "== $engine $shape in flight $flights" | tee -a "$OUT/summary.txt"
   env "${env[@]}" MISTRALRS_DEBUG=1 RUST_LOG=warn,mistralrs_core::engine=info timeout "${BENCH_TIMEOUT:-400}" \
     "$infer" --weights "$W/8b" --dtype bf16 ${ENGINE_FLAGS:-} bench --in-flight "$flights" \
@@ -138,6 +140,14 @@ ltgemm)
   # against the cuBLASLt path it replaces (`MISTRALRS_LT_GEMM=1`), same binary, same rows.
   model8b
   for engine in mistralrs-patched mistralrs-lt-gemm; do
+    bench_engine $engine real-mix "${IN_FLIGHT:-128,256}" --mix deploy/gpu/real-mix.json
+    bench_engine $engine equal-250-128 "${EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128
+  done ;;
+perseq)
+  # mistralrs-core patch 0008 (a decode step's inputs in one upload, last hidden states as one
+  # view) against the per-sequence tensors it replaces (`MISTRALRS_PER_SEQ_INPUTS=1`).
+  model8b
+  for engine in mistralrs-patched mistralrs-per-seq-inputs; do
     bench_engine $engine real-mix "${IN_FLIGHT:-128,256}" --mix deploy/gpu/real-mix.json
     bench_engine $engine equal-250-128 "${EQUAL_FLIGHTS:-256}" --prompt-words 250 --new-tokens 128
   done ;;
