@@ -39,3 +39,17 @@ pub async fn set_fault(server: &FakeServer, fault: impl serde::Serialize, count:
         r.status()
     );
 }
+
+/// `DELETE /admin/faults`: answer normally again.
+pub async fn clear_faults(server: &FakeServer) {
+    let r = reqwest::Client::new()
+        .delete(format!("http://{}/admin/faults", server.addr))
+        .send()
+        .await
+        .expect("DELETE /admin/faults");
+    assert!(
+        r.status().is_success(),
+        "DELETE /admin/faults: {}",
+        r.status()
+    );
+}

@@ -3,7 +3,7 @@
 //! SIGKILL), killed when dropped. [`RedisServer::kill`] and [`RedisServer::restart`] crash
 //! and revive it on the same port and data, as the recovery tests need.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 pub use common::local_redis::{free_port, RedisCluster, ServerTls};
@@ -15,7 +15,6 @@ pub struct RedisServer {
     server: Option<LocalRedis>,
     options: RedisOptions,
     url: String,
-    dir: PathBuf,
     /// Removed on drop (after the server is killed) unless the caller gave the directory.
     _temp: Option<tempfile::TempDir>,
 }
@@ -70,7 +69,6 @@ impl RedisServer {
         let server = LocalRedis::start_with_options(&options)?;
         Ok(Self {
             url: server.url(),
-            dir: server.dir().to_owned(),
             server: Some(server),
             options,
             _temp: temp,
@@ -84,10 +82,6 @@ impl RedisServer {
     /// `redis://[:PASSWORD@]127.0.0.1:PORT` (`rediss://` with TLS); the same after a restart.
     pub fn url(&self) -> String {
         self.url.clone()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Kill the server hard (SIGKILL): whatever AOF holds is what survives.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::job::{JobSpec, JudgeSettings};
-use common::queue::{Counter, Queue, Stage};
+use common::queue::{counters, Counter, Queue, Stage};
 use common::records::{JudgeResponse, Provenance, ShardRecord, TaggedRecord};
 use common::redis_conn::RedisUrl;
 use common::worker::{
@@ -74,7 +74,7 @@ impl ShardProcessor for Sleepy {
                 )),
             };
             if l.stage == Stage::Judge && r.index % 2 == 0 {
-                *out.counters.entry(Counter::JudgeCorrect).or_default() += 1;
+                counters::add(&mut out.counters, Counter::JudgeCorrect, 1);
             }
             out.rows.push((r.index, record));
         }

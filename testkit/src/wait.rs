@@ -1,7 +1,6 @@
 //! Waiting in tests: poll a condition until it holds or a deadline passes, then fail with
 //! what was awaited (a hung test says what it hung on).
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::job::JobId;
@@ -10,19 +9,6 @@ use common::status::{self, JobStatus};
 
 /// How often the waits poll.
 const POLL: Duration = Duration::from_millis(50);
-
-/// Poll `check` until it returns true; panics naming `what` after `within`.
-pub async fn until<F: Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 /// Poll `conftag status` of `job` until `check` accepts it; returns that status. Panics
 /// naming `what` (with the last status) after `within`.

@@ -555,25 +555,19 @@ pub struct TokenLogits {
 }
 
 impl TokenLogits {
-    /// One step of mistral.rs's logprobs. The engine reports the *sampled* token only as text
-    /// and its top list sorted by value; under an exact tie (common in bf16, whose logits near
-    /// the top are a few representable values apart) the arg-max need not be the first listed,
-    /// so the chosen token is the listed one whose text and value are the sampled one's.
-    /// mistral.rs's greedy "logprob" is log10 of the raw logit: `10^logprob` undoes it.
+    /// One step of mistral.rs's logprobs: the token it sampled (its id, carried by core patch
+    /// 0009: the response otherwise gives only its text) and its top list sorted by value.
+    /// Under an exact tie (common in bf16, whose logits near the top are a few representable
+    /// values apart) the sampled token need not be the first listed. mistral.rs's greedy
+    /// "logprob" is log10 of the raw logit: `10^logprob` undoes it.
     pub fn of_step(step: &mistralrs::core::ResponseLogprob) -> Self {
-        let top: Vec<(u32, f32)> = step
-            .top_logprobs
-            .iter()
-            .map(|t| (t.token, 10f32.powf(t.logprob)))
-            .collect();
-        let sampled = step
-            .top_logprobs
-            .iter()
-            .find(|t| t.bytes.as_deref() == Some(step.token.as_str()) && t.logprob == step.logprob)
-            .map(|t| t.token);
         TokenLogits {
-            token: sampled.or(top.first().map(|t| t.0)).unwrap_or(u32::MAX),
-            top,
+            token: step.token_id,
+            top: step
+                .top_logprobs
+                .iter()
+                .map(|t| (t.token, 10f32.powf(t.logprob)))
+                .collect(),
         }
     }
 

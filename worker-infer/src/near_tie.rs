@@ -262,6 +262,7 @@ mod tests {
         };
         let tied = ResponseLogprob {
             token: "w6".into(),
+            token_id: 6,
             logprob: 12.5f32.log10(),
             bytes: None,
             top_logprobs: vec![listed(5, 12.5), listed(6, 12.5), listed(7, 11.0)],
@@ -271,6 +272,7 @@ mod tests {
         assert!(chosen.tie_broken());
         let plain = TokenLogits::of_step(&ResponseLogprob {
             token: "w5".into(),
+            token_id: 5,
             ..tied.clone()
         });
         assert_eq!(plain.token, 5);

@@ -271,13 +271,8 @@ impl OpenAiEngine {
     }
 }
 
-/// Text, finish reason and token counts of an OpenAI completions or chat completions body.
-pub fn parse_generation(text: &str, mode: PromptMode) -> Result<Generation, String> {
-    let v: Value =
-        serde_json::from_str(text).map_err(|_| "engine answered a body that is not JSON")?;
-    generation(&v, mode)
-}
-
+/// Text, finish reason and token counts of an OpenAI completions or chat completions body
+/// (a body that is not JSON is the client's failure, before this).
 fn generation(v: &Value, mode: PromptMode) -> Result<Generation, String> {
     let choice = v["choices"].get(0).ok_or("engine answer has no choices")?;
     let out = match mode {
@@ -305,10 +300,14 @@ fn generation(v: &Value, mode: PromptMode) -> Result<Generation, String> {
 mod tests {
     use super::*;
 
+    fn parse(body: &str) -> Value {
+        serde_json::from_str(body).unwrap()
+    }
+
     #[test]
     fn completion_and_chat_bodies_parse_and_garbage_does_not() {
         let c = r#"{"choices":[{"text":"  Yes.\n","finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#;
-        let g = parse_generation(c, PromptMode::Raw).unwrap();
+        let g = generation(&parse(c), PromptMode::Raw).unwrap();
         assert_eq!(
             (
                 g.text.as_str(),
@@ -319,11 +318,13 @@ mod tests {
             ("Yes.", 7, 2, "stop")
         );
         let chat = r#"{"choices":[{"message":{"content":"No"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
-        assert_eq!(parse_generation(chat, PromptMode::Chat).unwrap().text, "No");
-        assert!(parse_generation("<html>", PromptMode::Raw).is_err());
-        assert!(parse_generation(r#"{"choices":[]}"#, PromptMode::Raw).is_err());
+        assert_eq!(
+            generation(&parse(chat), PromptMode::Chat).unwrap().text,
+            "No"
+        );
+        assert!(generation(&parse(r#"{"choices":[]}"#), PromptMode::Raw).is_err());
         assert!(
-            parse_generation(r#"{"choices":[{"text":"x"}]}"#, PromptMode::Raw)
+            generation(&parse(r#"{"choices":[{"text":"x"}]}"#), PromptMode::Raw)
                 .unwrap_err()
                 .contains("usage.prompt_tokens")
         );

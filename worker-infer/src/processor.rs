@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::failure::Failure;
 use common::job::{JobSpec, JudgeSettings};
-use common::queue::{Counter, CounterDeltas};
+use common::queue::{counters, Counter, CounterDeltas};
 use common::records::PredictionRecord;
 use common::worker::{ShardContext, ShardOutput, ShardProcessor};
 use tokio::sync::Semaphore;
@@ -91,10 +91,16 @@ impl ShardProcessor for InferProcessor {
         for (row, result) in rows.iter().zip(results) {
             let record = match result {
                 Ok(g) => {
-                    *counters.entry(Counter::InferPromptTokens).or_default() +=
-                        g.prompt_tokens as i64;
-                    *counters.entry(Counter::InferCompletionTokens).or_default() +=
-                        g.completion_tokens as i64;
+                    counters::add(
+                        &mut counters,
+                        Counter::InferPromptTokens,
+                        g.prompt_tokens as i64,
+                    );
+                    counters::add(
+                        &mut counters,
+                        Counter::InferCompletionTokens,
+                        g.completion_tokens as i64,
+                    );
                     PredictionRecord {
                         response: g.text,
                         question: row.question.clone(),
@@ -106,7 +112,7 @@ impl ShardProcessor for InferProcessor {
                     }
                 }
                 Err(msg) => {
-                    *counters.entry(Counter::InferRowErrors).or_default() += 1;
+                    counters::add(&mut counters, Counter::InferRowErrors, 1);
                     PredictionRecord {
                         response: String::new(),
                         question: row.question.clone(),

@@ -621,16 +621,6 @@ fn sum_u64(doc: &Value, pointer: &str) -> u64 {
         .sum()
 }
 
-async fn fake_stats(http: &reqwest::Client, fake: &FakeServer) -> Value {
-    http.get(format!("http://{}/admin/stats", fake.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The one-of faults after each round's kills.
 #[derive(Clone, Copy, Debug)]
 enum Extra {
@@ -666,7 +656,6 @@ struct Driver<'a> {
     redis: Arc<Mutex<RedisServer>>,
     proxy: &'a RedisProxy,
     fake: &'a FakeServer,
-    http: reqwest::Client,
     fleet: Fleet,
     jobs: Vec<JobId>,
     figures: Figures,
@@ -757,18 +746,10 @@ impl Driver<'_> {
     }
 
     async fn set_fault(&self, fault: Option<Fault>) {
-        let url = format!("http://{}/admin/faults", self.fake.addr);
-        let resp = match fault {
-            Some(f) => {
-                self.http
-                    .post(url)
-                    .json(&json!({"fault": f, "count": 0}))
-                    .send()
-                    .await
-            }
-            None => self.http.delete(url).send().await,
-        };
-        assert!(resp.unwrap().status().is_success());
+        match fault {
+            Some(f) => fake_judge::set_fault(self.fake, f, 0).await,
+            None => fake_judge::clear_faults(self.fake).await,
+        }
     }
 
     async fn extra(&mut self, extra: Extra) -> String {
@@ -923,7 +904,6 @@ async fn chaos() {
         latency: Duration::from_millis(20),
         ..FakeConfig::default()
     };
-    let http = reqwest::Client::new();
 
     // The reference: the same jobs, no faults, its own Redis and judge server.
     let ref_redis = RedisServer::start().unwrap();
@@ -973,7 +953,6 @@ async fn chaos() {
         redis: Arc::new(Mutex::new(redis)),
         proxy: &proxy,
         fake: &fake,
-        http: http.clone(),
         fleet,
         jobs,
         figures: Figures::default(),
@@ -983,7 +962,7 @@ async fn chaos() {
     driver.settle_dead_leases().await;
     let out = tmp.path().join("chaos/out");
     export(&direct, &out).await;
-    let fault_stats = fake_stats(&http, &fake).await;
+    let fault_stats = fake_judge::stats(&fake).await;
 
     // What the status document says, as `conftag status --json` prints it.
     let doc_json = serde_json::to_value(&doc).unwrap();

@@ -152,11 +152,7 @@ async fn server_errors_are_retried_then_fail_the_attempt_and_chat_mode_works() {
     // The last attempt's failure is the cause, not a string in the message.
     assert!(std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("HTTP 500")));
     fake_judge::set_fault(&server, "garbage", 1).await;
-    reqwest::Client::new()
-        .delete(format!("http://{}/admin/faults", server.addr))
-        .send()
-        .await
-        .unwrap();
+    fake_judge::clear_faults(&server).await;
 
     // Chat mode goes to /v1/chat/completions (the fake's judge): an answer comes back.
     let g = engine

@@ -19,7 +19,7 @@ use common::worker::{ShardContext, ShardOutput, ShardProcessor};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
-use common::queue::{Counter, CounterDeltas};
+use common::queue::{counters, Counter, CounterDeltas};
 
 use crate::batch::{BatchClient, BatchState};
 use crate::ledger::Ledger;
@@ -264,7 +264,7 @@ impl ShardProcessor for JudgeProcessor {
         let mut counters: CounterDeltas = BTreeMap::new();
         for (index, row) in done {
             for (k, v) in row.counters {
-                *counters.entry(k).or_default() += v;
+                counters::add(&mut counters, k, v);
             }
             if let Some(t) = row.tagged {
                 out.rows.push((index, t.into()));
@@ -348,7 +348,7 @@ impl JudgeProcessor {
         let mut out = ShardOutput::default();
         let mut counters: CounterDeltas = BTreeMap::new();
         let mut paid = 0;
-        let mut add = |k: Counter, v: i64| *counters.entry(k).or_default() += v;
+        let mut add = |k: Counter, v: i64| counters::add(&mut counters, k, v);
         let provenance = || Provenance {
             judged_by: "batch".into(),
             judge_model: ctx.judge.model.clone(),
@@ -433,18 +433,22 @@ impl JudgeProcessor {
         let rendered = prompt::render(dataset, input, &pred.response);
         match client.judge(&judge.model, &rendered).await {
             Ok(call) => {
-                *counters.entry(Counter::JudgeLlmCalls).or_default() += 1;
-                *counters.entry(Counter::JudgePromptTokens).or_default() +=
-                    call.prompt_tokens as i64;
-                *counters.entry(Counter::JudgeCompletionTokens).or_default() +=
-                    call.completion_tokens as i64;
                 let cost = prices.micro_usd(call.prompt_tokens, call.completion_tokens);
-                *counters.entry(Counter::JudgeCostMicroUsd).or_default() += cost;
-                job.ledger.record(cost).await;
-                if call.retries > 0 {
-                    *counters.entry(Counter::JudgeCallRetries).or_default() +=
-                        i64::from(call.retries);
+                for (counter, value) in [
+                    (Counter::JudgeLlmCalls, 1),
+                    (Counter::JudgePromptTokens, call.prompt_tokens as i64),
+                    (
+                        Counter::JudgeCompletionTokens,
+                        call.completion_tokens as i64,
+                    ),
+                    (Counter::JudgeCostMicroUsd, cost),
+                    (Counter::JudgeCallRetries, i64::from(call.retries)),
+                ] {
+                    if value != 0 {
+                        counters::add(counters, counter, value);
+                    }
                 }
+                job.ledger.record(cost).await;
                 Ok(Ok(JudgeResponse {
                     correct_answer: input.correct_answer.clone(),
                     model_answer: call.verdict.extracted_final_answer,
@@ -453,7 +457,7 @@ impl JudgeProcessor {
                 }))
             }
             Err(e @ Failure::Row { .. }) => {
-                *counters.entry(Counter::JudgeLlmCalls).or_default() += 1;
+                counters::add(counters, Counter::JudgeLlmCalls, 1);
                 Ok(Err(e.report()))
             }
             Err(e) => Err(e),

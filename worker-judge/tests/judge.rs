@@ -337,11 +337,7 @@ async fn spent_quota_stops_the_worker_and_releases_its_shards() {
         .any(|w| w.info.state.contains("insufficient_quota")));
 
     // With quota back, another worker finishes the job.
-    reqwest::Client::new()
-        .delete(format!("http://{}/admin/faults", fake.addr))
-        .send()
-        .await
-        .unwrap();
+    fake_judge::clear_faults(&fake).await;
     run_judge(
         &queue,
         JudgeProcessor::new(Some(client(&fake.base_url(), None)), 4, None, None, 0),

@@ -1,6 +1,6 @@
 //! What the responses of OpenAI-compatible servers say about waiting: `retry-after-ms` /
 //! `retry-after` on a 429 or 503, and the `x-ratelimit-remaining-*` / `x-ratelimit-reset-*`
-//! budget on every answer (what [`RateGate`](super::RateGate) pauses on).
+//! budget on every answer (what the client's rate gate pauses on).
 
 use std::time::Duration;
 

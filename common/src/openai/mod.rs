@@ -7,9 +7,9 @@
 //! - the API key goes in the `Authorization` header only (a [`Secret`]); any echo of it in a
 //!   server's message is replaced by `[redacted]`, and transport errors are kept without the URL
 //!   (which may carry credentials or a query string);
-//! - one [`RateGate`] per client pauses before 429s: it reads `x-ratelimit-remaining-*` /
+//! - one rate gate (`gate.rs`) per client pauses before 429s: it reads `x-ratelimit-remaining-*` /
 //!   `x-ratelimit-reset-*` on every answer and the wait of every 429;
-//! - answers are sorted ([`Client::classify`]): 401/403 and `insufficient_quota` stop the worker
+//! - answers are sorted (`Client::classify`): 401/403 and `insufficient_quota` stop the worker
 //!   (fatal), 408/409/429/5xx and transport errors are transient, a 2xx whose body is not JSON
 //!   (a gateway's error page) is transient, other 4xx reject this request only (a row failure);
 //!   404/405/501 are fatal where the [`Service`] says a missing endpoint means every request
@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 use crate::config::Secret;
 use crate::failure::Failure;
 
-pub use gate::RateGate;
+use gate::RateGate;
 
 /// Who a client talks to: how its messages name the server and the few rules that differ.
 #[derive(Debug, Clone, Copy)]
@@ -163,14 +163,6 @@ impl Client {
         &self.shown
     }
 
-    pub fn service(&self) -> &Service {
-        &self.service
-    }
-
-    pub fn options(&self) -> &ClientOptions {
-        &self.options
-    }
-
     /// A request to `path` (relative to the base URL), with the API key when there is one.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self.http.request(
@@ -266,10 +258,8 @@ impl Client {
             Some(s) => Some(s.acquire().await.expect("semaphore open")),
             None => None,
         };
-        self.gate.acquire().await;
-        let result = self.exchange_gated(req).await;
-        self.gate.done().await;
-        result
+        let _in_flight = self.gate.acquire().await;
+        self.exchange_gated(req).await
     }
 
     async fn exchange_gated(&self, req: RequestBuilder) -> Result<(u16, String), Failure> {
@@ -284,10 +274,10 @@ impl Client {
         let headers = resp.headers();
         let retry_after = headers::retry_after(headers);
         if let Some((left, reset)) = headers::request_budget(headers) {
-            self.gate.observe(left, reset).await;
+            self.gate.observe(left, reset);
         }
         if let Some(pause) = headers::ratelimit_pause(headers) {
-            self.gate.pause_for(pause).await;
+            self.gate.pause_for(pause);
         }
         let text = resp
             .text()
@@ -299,7 +289,7 @@ impl Client {
         let failure = self.classify(status, &path, &text, retry_after);
         if status == 429 {
             if let Some(pause) = failure.retry_after() {
-                self.gate.pause_for(pause).await;
+                self.gate.pause_for(pause);
                 warn!(service = self.service.name, retry_after = ?pause, "rate limited (429)");
                 if let Some(counter) = self.service.rate_limited_counter {
                     metrics::counter!(counter).increment(1);
@@ -310,7 +300,7 @@ impl Client {
     }
 
     /// What a non-2xx answer to a request of `path` amounts to.
-    pub fn classify(
+    fn classify(
         &self,
         status: u16,
         path: &str,
@@ -347,7 +337,7 @@ impl Client {
     }
 
     /// `text` with the API key, should a server echo it, replaced by `[redacted]`.
-    pub fn redact(&self, text: &str) -> String {
+    fn redact(&self, text: &str) -> String {
         match &self.options.api_key {
             Some(k) if !k.expose().is_empty() => text.replace(k.expose(), "[redacted]"),
             _ => text.to_owned(),

@@ -95,16 +95,9 @@ impl Queue {
         start: u64,
         end: u64,
     ) -> Result<Vec<Option<String>>, QueueError> {
-        let mut c = self.conn.clone();
-        let fields: Vec<u64> = (start..end).collect();
-        if fields.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(redis::cmd("HMGET")
-            .arg(JobKeys::new(job).judge_cache())
-            .arg(&fields)
-            .query_async(&mut c)
-            .await?)
+        // Raw entries: a cache entry that does not parse is ignored by the judge, not an error.
+        self.hash_range_raw(&JobKeys::new(job).judge_cache(), start, end)
+            .await
     }
 
     /// Keep a paid verdict of row `index` for a retry of its shard.

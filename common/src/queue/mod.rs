@@ -754,8 +754,22 @@ impl Queue {
         start: u64,
         end: u64,
     ) -> Result<Vec<Option<T>>, QueueError> {
+        self.hash_range_raw(key, start, end)
+            .await?
+            .into_iter()
+            .map(|v| v.map(|s| parse_json(key, &s)).transpose())
+            .collect()
+    }
+
+    /// Fields `[start, end)` of a hash as stored, read 1,000 fields per HMGET.
+    pub(crate) async fn hash_range_raw(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Option<String>>, QueueError> {
         let mut c = self.conn.clone();
-        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
         let mut from = start;
         while from < end {
             let to = (from + 1000).min(end);
@@ -765,12 +779,7 @@ impl Queue {
                 .arg(&fields)
                 .query_async(&mut c)
                 .await?;
-            for v in values {
-                out.push(match v {
-                    Some(s) => Some(parse_json(key, &s)?),
-                    None => None,
-                });
-            }
+            out.extend(values);
             from = to;
         }
         Ok(out)

@@ -203,11 +203,10 @@ impl Queue {
     /// A job's shard count and the ids of its shards that are not done.
     pub async fn unfinished_shards(&self, job: &JobId) -> Result<(u64, Vec<u64>), QueueError> {
         let keys = JobKeys::new(job);
-        let total = self.counter(job, Counter::ShardsTotal).await?;
         let mut c = self.conn.clone();
-        if total == 0 && self.job_spec(job).await?.is_none() {
-            return Err(QueueError::NoSuchJob(job.clone()));
-        }
+        // Absent only when there is no such job (submit writes it with the spec).
+        let total: Option<u64> = c.hget(keys.job(), Counter::ShardsTotal.name()).await?;
+        let total = total.ok_or_else(|| QueueError::NoSuchJob(job.clone()))?;
         let mut pipe = redis::pipe();
         for n in 0..total {
             pipe.hget(keys.shard(n), "state");

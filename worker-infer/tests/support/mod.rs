@@ -54,11 +54,7 @@ pub fn judge_worker(args: &[String]) -> std::process::ExitCode {
     let cli = worker_judge::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
     common::config::init_tracing(cli.common.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    exit_code(
-        runtime
-            .block_on(cli.run())
-            .map_err(|e| common::config::error_chain(e.as_ref())),
-    )
+    common::exit::report(runtime.block_on(cli.run()))
 }
 
 /// The `conftag` role, for the same reason.
@@ -67,21 +63,7 @@ pub fn conftag_command(args: &[String]) -> std::process::ExitCode {
     let cli = coordinator::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
     common::config::init_tracing(cli.common.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    exit_code(
-        runtime
-            .block_on(coordinator::run(cli))
-            .map_err(|e| common::config::error_chain(&e)),
-    )
-}
-
-fn exit_code(r: Result<(), String>) -> std::process::ExitCode {
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit::report(runtime.block_on(cli.run()))
 }
 
 /// Judge every inferred shard in-process (the code behind `conftag-judge`) until no job has
